@@ -1,0 +1,189 @@
+"""actor_critic.py: the TD maths on hand-built batches, both network designs, learning, and the CLI."""
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import actor_critic as ac
+import common
+from conftest import ROOT, assert_one_line_error, run_script
+
+
+class TableModel(nn.Module):
+    """States are one-hot ids; V(s) = w_v[id] and logits = w_pi[id], so every answer is known by hand."""
+    separate = False
+
+    def __init__(self, values, n_actions=2):
+        super().__init__()
+        self.w_v = nn.Parameter(torch.tensor(values, dtype=torch.float32))
+        self.w_pi = nn.Parameter(torch.zeros(len(values), n_actions))
+
+    def forward(self, x):
+        return x @ self.w_pi, x @ self.w_v
+
+    def v(self, x):
+        return x @ self.w_v
+
+
+def one_hot(ids, n=4):
+    return F.one_hot(torch.tensor(ids), n).float()
+
+
+# A rollout of three transitions: 0->1 continues, 1->2 terminated, 2->3 truncated (time limit).
+S, S_NEXT = one_hot([0, 1, 2]), one_hot([1, 2, 3])
+A = torch.tensor([0, 1, 0])
+R = torch.tensor([1.0, 1.0, 1.0])
+TERMINATED = torch.tensor([0.0, 1.0, 0.0])  # the truncated transition is *not* terminated
+GAMMA = 0.5
+
+
+def test_td_target_bootstraps_truncated_but_not_terminated():
+    v_next = torch.tensor([2.0, 3.0, 4.0])
+    y = ac.td_target(R, v_next, TERMINATED, GAMMA)
+    assert torch.allclose(y, torch.tensor([1 + 0.5 * 2, 1.0, 1 + 0.5 * 4]))
+
+
+def test_advantage_and_losses_on_a_hand_built_batch():
+    model = TableModel([1.0, 2.0, 3.0, 4.0])          # V(s) = [1, 2, 3], V(s') = [2, 3, 4]
+    policy_loss, value_loss, entropy, delta = ac.compute_losses(model, S, A, R, S_NEXT, TERMINATED, GAMMA)
+    # y = [1 + .5*2, 1 (terminated), 1 + .5*4 (truncated: bootstrapped)] = [2, 1, 3]; δ = y - V(s)
+    assert torch.allclose(delta, torch.tensor([1.0, -1.0, 0.0]))
+    assert not delta.requires_grad
+    for loss in (policy_loss, value_loss, entropy):
+        assert loss.shape == ()
+    # uniform policy over 2 actions: log π(a|s) = -log 2, so L_π = mean(log2 · δ) = 0 here
+    assert policy_loss.item() == pytest.approx(np.log(2) * (1 - 1 + 0) / 3)
+    assert entropy.item() == pytest.approx(np.log(2))
+    assert value_loss.item() == pytest.approx(F.smooth_l1_loss(torch.tensor([1.0, 2, 3]), torch.tensor([2.0, 1, 3])).item())
+
+
+def test_delta_and_target_carry_no_gradient():
+    model = TableModel([1.0, 2.0, 3.0, 4.0])
+    policy_loss, value_loss, _, _ = ac.compute_losses(model, S, A, R, S_NEXT, TERMINATED, GAMMA)
+    policy_loss.backward()
+    assert model.w_v.grad is None or torch.all(model.w_v.grad == 0)   # δ is a constant for the actor
+    model.zero_grad()
+    value_loss.backward()
+    # smooth_l1 on V(s) - y = [-1, 1, 0]: gradient ±1/3 on V(s) only; s' = 1 and 3 get nothing via y
+    assert torch.allclose(model.w_v.grad, torch.tensor([-1 / 3, 1 / 3, 0.0, 0.0]))
+
+
+def test_policy_gradient_moves_probability_towards_positive_advantage():
+    model = TableModel([0.0, 0.0, 0.0, 0.0])
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    # state 0, action 1, reward 1 terminal: δ = 1 > 0, so π(1|0) must go up
+    ac.train_net(model, opt, one_hot([0]), torch.tensor([1]), torch.tensor([1.0]), one_hot([1]),
+                 torch.tensor([1.0]), GAMMA)
+    assert torch.softmax(model.w_pi[0], -1)[1] > 0.5
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_both_network_designs(separate):
+    torch.manual_seed(0)
+    model = ac.ActorCritic(obs_dim=6, n_actions=3, hidden=16, separate=separate)
+    x = torch.randn(5, 6)
+    logits, v = model(x)
+    assert logits.shape == (5, 3) and v.shape == (5,)
+    assert torch.allclose(model.pi(x), logits) and torch.allclose(model.v(x), v)
+    names = {n.split(".")[0] for n, _ in model.named_parameters()}
+    assert names == ({"pi_net", "v_net"} if separate else {"fc1", "fc_pi", "fc_v"})
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = [p.clone() for p in model.parameters()]
+    pl, vl, ent = ac.train_net(model, opt, x, torch.tensor([0, 1, 2, 0, 1]), torch.ones(5), torch.randn(5, 6),
+                               torch.zeros(5))
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    # the separate design uses the posts' MSE critic loss
+    _, v_loss, _, _ = ac.compute_losses(model, x, torch.zeros(5, dtype=torch.long), torch.ones(5), x, torch.ones(5))
+    expected = F.mse_loss(model.v(x), torch.ones(5)) if separate else F.smooth_l1_loss(model.v(x), torch.ones(5))
+    assert v_loss.item() == pytest.approx(expected.item())
+
+
+def test_short_cartpole_run_learns(tmp_path):
+    """Default hyperparameters, fixed seed: far above random play (about 22) within 60k steps."""
+    args = ac.parse_args(["--total-timesteps", "60000", "--logdir", str(tmp_path), "--print-interval", "1000"])
+    common.seed_everything(args.seed, args.threads)
+    common.resolve_env_id(args, "CartPole-v1")
+    _, log = ac.train(args)
+    assert np.mean(log.returns) > 150
+
+
+@pytest.mark.parametrize("env_id", ["Acrobot-v1", "MountainCar-v0"])
+def test_other_discrete_envs_run(tmp_path, env_id):
+    args = ac.parse_args(["--env-id", env_id, "--total-timesteps", "3000", "--logdir", str(tmp_path)])
+    common.seed_everything(args.seed, args.threads)
+    model, log = ac.train(args)
+    assert log.episodes >= 1 and os.path.isfile(log.model_path)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def test_help_documents_the_flags():
+    proc = run_script("actor_critic.py", "--help")
+    assert proc.returncode == 0
+    for flag in ("--env-id", "--seed", "--total-timesteps", "--learning-rate", "--gamma", "--n-rollout",
+                 "--logdir", "--load", "--eval-episodes", "--render", "--video", "--separate-networks"):
+        assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--env-id", "NoSuchEnv-v0"], "unknown environment"),
+    (["--env-id", "Pendulum-v1"], "Discrete action space"),
+    (["--total-timesteps", "0"], "positive"),
+    (["--total-timesteps", "-5"], "positive"),
+    (["--load", "does/not/exist.pt"], "no such file"),
+    (["--render"], "display"),
+])
+def test_bad_input_is_one_clear_line(args, fragment):
+    assert_one_line_error(run_script("actor_critic.py", *args), fragment)
+
+
+def test_load_of_a_file_that_is_not_a_model(tmp_path):
+    junk = tmp_path / "model.pt"
+    junk.write_text("not a model")
+    assert_one_line_error(run_script("actor_critic.py", "--load", junk), "not a model")
+    other = tmp_path / "other.pt"
+    torch.save({"algo": "sac", "state_dict": {}}, other)
+    assert_one_line_error(run_script("actor_critic.py", "--load", other), "not a model saved by actor_critic.py")
+
+
+def scores(stdout):
+    return [float(x) for x in re.findall(r"avg score: (-?[\d.]+)", stdout)]
+
+
+def test_save_then_load_evaluates_and_same_seed_gives_same_returns(tmp_path):
+    common_args = ["--total-timesteps", "4000", "--seed", "7", "--print-interval", "1", "--logdir", tmp_path]
+    first = run_script("actor_critic.py", *common_args)
+    second = run_script("actor_critic.py", *common_args)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert len(scores(first.stdout)) > 20 and scores(first.stdout) == scores(second.stdout)
+    runs = sorted(glob.glob(os.path.join(tmp_path, "CartPole-v1__actor_critic__7__*")))
+    assert len(runs) == 2 and glob.glob(os.path.join(runs[0], "events.out.tfevents.*"))
+    evaluation = run_script("actor_critic.py", "--load", os.path.join(runs[0], "model.pt"), "--eval-episodes", "3")
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert len(re.findall(r"eval episode \d: return", evaluation.stdout)) == 3
+    assert "mean return over 3 episodes" in evaluation.stdout
+
+
+def test_ctrl_c_saves_the_model_and_exits_cleanly(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "actor_critic.py"), "--total-timesteps", "10000000",
+                             "--keep-training", "--logdir", str(tmp_path), "--print-interval", "5"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:                    # wait until training has really started
+        if line.startswith("# of episode"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "Traceback" not in out + err and "interrupted" in out
+    (model_path,) = glob.glob(os.path.join(tmp_path, "*", "model.pt"))
+    assert common.load_model(model_path, "actor_critic")["env_id"] == "CartPole-v1"
+    assert glob.glob(os.path.join(tmp_path, "*", "events.out.tfevents.*"))
