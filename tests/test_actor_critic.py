@@ -118,7 +118,7 @@ def test_short_cartpole_run_learns(tmp_path):
 
 @pytest.mark.parametrize("env_id", ["Acrobot-v1", "MountainCar-v0"])
 def test_other_discrete_envs_run(tmp_path, env_id):
-    args = ac.parse_args(["--env-id", env_id, "--total-timesteps", "3000", "--logdir", str(tmp_path)])
+    args = ac.parse_args(["--env-id", env_id, "--num-envs", "2", "--total-timesteps", "2200", "--logdir", str(tmp_path)])
     common.seed_everything(args.seed, args.threads)
     model, log = ac.train(args)
     assert log.episodes >= 1 and os.path.isfile(log.model_path)
@@ -187,3 +187,11 @@ def test_ctrl_c_saves_the_model_and_exits_cleanly(tmp_path):
     (model_path,) = glob.glob(os.path.join(tmp_path, "*", "model.pt"))
     assert common.load_model(model_path, "actor_critic")["env_id"] == "CartPole-v1"
     assert glob.glob(os.path.join(tmp_path, "*", "events.out.tfevents.*"))
+
+
+def test_video_without_moviepy_is_one_clear_line(tmp_path):
+    blocker = tmp_path / "moviepy"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('moviepy is not installed')\n")
+    proc = run_script("actor_critic.py", "--video", tmp_path / "videos", env={"PYTHONPATH": str(tmp_path)})
+    assert_one_line_error(proc, "--video needs moviepy")

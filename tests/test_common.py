@@ -1,0 +1,44 @@
+"""common.py: atomic model files, loading errors, the run folder."""
+import os
+
+import pytest
+import torch
+
+import common
+
+
+def test_save_model_is_atomic_and_loads_back(tmp_path):
+    path = tmp_path / "model.pt"
+    common.save_model(str(path), "actor_critic", "CartPole-v1", {"obs_dim": 4}, {"w": torch.ones(2)}, {"seed": 3})
+    first = common.load_model(str(path), "actor_critic")
+    assert first["env_id"] == "CartPole-v1" and torch.equal(first["state_dict"]["w"], torch.ones(2))
+    assert first["hyperparams"] == {"seed": 3}
+    # a save that fails half-way leaves the previous file intact and no temporary file behind
+    with pytest.raises(Exception):
+        common.save_model(str(path), "actor_critic", "CartPole-v1", {"bad": lambda: None}, {"w": torch.zeros(2)})
+    assert torch.equal(common.load_model(str(path), "actor_critic")["state_dict"]["w"], torch.ones(2))
+    assert os.listdir(tmp_path) == ["model.pt"]
+    # a run folder works as well as the file inside it
+    assert common.load_model(str(tmp_path), "actor_critic")["env_id"] == "CartPole-v1"
+
+
+def test_load_model_rejects_other_algorithms_and_junk(tmp_path):
+    path = tmp_path / "model.pt"
+    common.save_model(str(path), "sac", "Pendulum-v1", {}, {})
+    with pytest.raises(common.UsageError, match="saved by sac.py"):
+        common.load_model(str(path), "actor_critic")
+    path.write_bytes(b"\x00garbage")
+    with pytest.raises(common.UsageError, match="not a model"):
+        common.load_model(str(path), "actor_critic")
+    with pytest.raises(common.UsageError, match="no such file"):
+        common.load_model(str(tmp_path / "missing.pt"), "actor_critic")
+
+
+def test_make_env_errors_are_usage_errors():
+    with pytest.raises(common.UsageError, match="unknown environment"):
+        common.make_env("NoSuchEnv-v0")
+    with pytest.raises(common.UsageError, match="Discrete action space"):
+        common.make_env("Pendulum-v1")
+    env = common.make_env("CartPole-v1")
+    assert env.action_space.n == 2
+    env.close()
