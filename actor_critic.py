@@ -91,12 +91,13 @@ def make_env(env_id, render_mode=None):
 def parse_args(argv=None):
     p = common.base_parser("TD Actor-Critic (minimalRL ac.py, fixed for Gymnasium)", "CartPole-v1", 500_000, __doc__)
     g = p.add_argument_group("hyperparameters")
-    g.add_argument("--learning-rate", type=common.positive_float, default=learning_rate)
-    g.add_argument("--gamma", type=float, default=gamma)
+    g.add_argument("--learning-rate", type=common.positive_float, default=learning_rate, help="Adam step size")
+    g.add_argument("--gamma", type=float, default=gamma, help="discount γ")
     g.add_argument("--n-rollout", type=common.positive_int, default=n_rollout, help="steps per env between updates")
     g.add_argument("--num-envs", type=common.positive_int, default=num_envs, help="envs stepped side by side")
     g.add_argument("--hidden", type=common.positive_int, default=hidden, help="hidden units")
-    g.add_argument("--reward-scale", type=common.positive_float, default=reward_scale)
+    g.add_argument("--reward-scale", type=common.positive_float, default=reward_scale,
+                   help="rewards are multiplied by this for training (the post: r/100)")
     g.add_argument("--ent-coef", type=float, default=ent_coef, help="entropy bonus coefficient")
     g.add_argument("--separate-networks", action="store_true",
                    help="separate policy and value networks with an MSE critic loss (posts 001/003)")

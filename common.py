@@ -51,15 +51,23 @@ def positive_float(text):
     return value
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults (unless the help text already explains them), keep the docstring's equations as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        return text if "default" in text else super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of the usage block
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def base_parser(description, default_env, default_timesteps, doc=None):
+def base_parser(description, default_env, default_timesteps, doc=None, default_window=100, window_help=None):
     """The flags every script shares; each script adds its own hyperparameters to the result."""
     p = _Parser(description=description, epilog=doc,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_Formatter)
     g = p.add_argument_group("run")
     g.add_argument("--env-id", default=None,
                    help=f"Gymnasium env id (default: {default_env}, or the env a --load model was trained on)")
@@ -69,8 +77,8 @@ def base_parser(description, default_env, default_timesteps, doc=None):
     g.add_argument("--target-return", type=float, default=None,
                    help="stop once the mean of the last --return-window episode returns reaches this "
                         "(default: the env's reward_threshold, if it has one)")
-    g.add_argument("--return-window", type=positive_int, default=100,
-                   help="episodes averaged for --target-return")
+    g.add_argument("--return-window", type=positive_int, default=default_window,
+                   help=window_help or "episodes averaged for --target-return")
     g.add_argument("--keep-training", action="store_true",
                    help="train for all --total-timesteps even after the target return is reached")
     g.add_argument("--threads", type=positive_int, default=1,

@@ -2,10 +2,6 @@
 import glob
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +11,7 @@ import torch.nn.functional as F
 
 import actor_critic as ac
 import common
-from conftest import ROOT, assert_one_line_error, run_script
+from conftest import assert_one_line_error, run_script
 
 
 class TableModel(nn.Module):
@@ -170,23 +166,6 @@ def test_save_then_load_evaluates_and_same_seed_gives_same_returns(tmp_path):
     assert evaluation.returncode == 0, evaluation.stderr
     assert len(re.findall(r"eval episode \d: return", evaluation.stdout)) == 3
     assert "mean return over 3 episodes" in evaluation.stdout
-
-
-def test_ctrl_c_saves_the_model_and_exits_cleanly(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "actor_critic.py"), "--total-timesteps", "10000000",
-                             "--keep-training", "--logdir", str(tmp_path), "--print-interval", "5"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    for line in proc.stdout:                    # wait until training has really started
-        if line.startswith("# of episode"):
-            break
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130
-    assert "Traceback" not in out + err and "interrupted" in out
-    (model_path,) = glob.glob(os.path.join(tmp_path, "*", "model.pt"))
-    assert common.load_model(model_path, "actor_critic")["env_id"] == "CartPole-v1"
-    assert glob.glob(os.path.join(tmp_path, "*", "events.out.tfevents.*"))
 
 
 def test_video_without_moviepy_is_one_clear_line(tmp_path):
