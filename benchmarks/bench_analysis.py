@@ -358,7 +358,7 @@ def load_json(path):
 
 def write_markdown(path, meta, runs, png_name=None):
     agg = aggregate(runs)
-    parts = [f"# Learning speed: ours vs Stable-Baselines3", ""]
+    parts = ["# Learning speed: ours vs Stable-Baselines3", ""]
     if meta:
         parts += [f"Command: `{meta.get('command', '')}`  ", f"Date: {meta.get('date', '')}  ",
                   f"Machine: {meta.get('machine', '')}  ", f"Versions: {meta.get('versions', '')}  ",
