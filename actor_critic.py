@@ -104,20 +104,20 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_for_eval(args):
-    saved = common.load_model(args.load, "actor_critic")
+def load_for_eval(args, algo="actor_critic"):
+    saved = common.load_model(args.load, algo)
     env_id = common.resolve_env_id(args, "CartPole-v1", saved)
     model = ActorCritic(**saved["model_kwargs"])
     model.load_state_dict(saved["state_dict"])
     return env_id, model
 
 
-def watch(args, env_id, model):
+def watch(args, env_id, model, make=make_env):
     """Play --eval-episodes greedily: a = argmax π(·|s)."""
     @torch.no_grad()
     def act(obs):
         return int(model.pi(torch.as_tensor(obs, dtype=torch.float32)).argmax())
-    common.evaluate(lambda mode: make_env(env_id, mode), act, args.eval_episodes, args.seed, args.render, args.video)
+    common.evaluate(lambda mode: make(env_id, mode), act, args.eval_episodes, args.seed, args.render, args.video)
 
 
 def train(args):

@@ -5,10 +5,14 @@ with its TensorBoard writer, the progress line, atomic model saving/loading and 
 """
 import argparse
 import collections
+import contextlib
 import datetime
 import json
+import multiprocessing.connection
 import os
+import queue as queue_lib
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -321,3 +325,56 @@ def evaluate(make, act, episodes, seed, render=False, video=None):
     if video:
         print(f"videos written to {video}")
     return returns
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker processes (a3c.py)
+# ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def sigint_ignored():
+    """Ignore Ctrl-C inside the block; processes started meanwhile inherit that and leave it to the parent."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def start_processes(ctx, n, target, args, name):
+    """Start ``n`` daemon processes ``target(rank, *args)`` that a terminal's Ctrl-C does not reach."""
+    with sigint_ignored():
+        procs = [ctx.Process(target=target, args=(rank, *args), name=f"{name}-{rank}", daemon=True)
+                 for rank in range(n)]
+        for p in procs:
+            p.start()
+    return procs
+
+
+def drain(queue):
+    """Every message waiting on ``queue``, without blocking."""
+    msgs = []
+    while True:
+        try:
+            msgs.append(queue.get_nowait())
+        except (queue_lib.Empty, OSError, ValueError, EOFError):
+            return msgs
+
+
+def stop_processes(procs, stop, queue, timeout=5.0):
+    """Set ``stop``, wait up to ``timeout`` s for every process (draining ``queue`` so none blocks on it), then
+    terminate and finally kill stragglers. Returns the messages drained meanwhile."""
+    stop.set()
+    msgs, deadline = [], time.monotonic() + timeout
+    with sigint_ignored():   # a second Ctrl-C must not leave orphans behind
+        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+            msgs += drain(queue)
+            multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=0.05)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(2.0)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    return msgs + drain(queue)

@@ -1,0 +1,224 @@
+"""a3c.py: n-step targets, one gradient per update, the shared optimizer, and whole runs as a user starts them
+(2 workers with spawn, a failing worker, Ctrl-C to the process group, the CLI): no process may be left behind."""
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import a3c
+import common
+from actor_critic import ActorCritic
+from conftest import ROOT, assert_one_line_error, run_script
+
+
+# ------------------------------------------------------------------------------------------ n-step targets
+@pytest.mark.parametrize("terminated, bootstrap, expected", [
+    (True, 4.0, [2.75, 3.5, 3.0]),    # ended by termination: V(s_n) is ignored, y_2 = r_2
+    (False, 4.0, [3.25, 4.5, 5.0]),   # ended by truncation (real last s'): y_2 = r_2 + γ·V(s_n)
+    (False, -2.0, [2.5, 3.0, 2.0]),   # cut mid-episode after update_interval steps: same rule
+])
+def test_n_step_targets_by_hand(terminated, bootstrap, expected):
+    y = a3c.n_step_targets([1.0, 2.0, 3.0], bootstrap, terminated, gamma=0.5)
+    assert y.dtype == torch.float32 and y.tolist() == pytest.approx(expected)
+
+
+def test_loss_bootstraps_from_the_last_state_of_the_rollout():
+    torch.manual_seed(0)
+    model = ActorCritic(4, 2, hidden=8)
+    s, a, r = torch.randn(4, 4), torch.tensor([0, 1, 1]), [0.01, 0.01, 0.01]
+    for terminated in (False, True):
+        _, pl, vl, _ = a3c.a3c_loss(model, s, a, r, terminated, gamma=0.9)
+        with torch.no_grad():
+            logits, v = model(s)
+            y = a3c.n_step_targets(r, v[3], terminated, 0.9)
+            log_pi_a = F.log_softmax(logits[:3], -1)[torch.arange(3), a]
+        assert pl.item() == pytest.approx(-(log_pi_a * (y - v[:3])).mean().item(), rel=1e-5)
+        assert vl.item() == pytest.approx(F.smooth_l1_loss(v[:3], y).item(), rel=1e-5)
+
+
+def test_fast_policy_matches_the_torch_policy():
+    torch.manual_seed(0)
+    model = ActorCritic(4, 3, hidden=16)
+    policy = a3c.FastPolicy(model, seed=0)
+    s = torch.randn(4)
+    assert policy.probs(s.numpy()) == pytest.approx(F.softmax(model.pi(s), -1).tolist(), rel=1e-5)
+    counts = [0, 0, 0]
+    for _ in range(3000):
+        counts[policy.sample(s.numpy())] += 1
+    assert [c / 3000 for c in counts] == pytest.approx(policy.probs(s.numpy()), abs=0.04)
+    with torch.no_grad():   # the views follow in-place weight copies (pull_weights)
+        model.fc_pi.bias.copy_(torch.tensor([0.0, 0.0, 50.0]))
+    assert policy.sample(s.numpy()) == 2
+
+
+# ------------------------------------------------------------------------------ one gradient per update
+def rollout():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(6, 4, generator=g), torch.tensor([0, 1, 1, 0, 1]), [0.01] * 5
+
+
+def test_each_update_pushes_its_gradient_exactly_once():
+    """Plain SGD: the parameter change is −lr·g of that update alone. The posts' code on PyTorch 2 pushes
+    g, then 2g, then 3g... (the local grads are never zeroed)."""
+    torch.manual_seed(0)
+    global_model = ActorCritic(4, 2, hidden=16).share_memory()
+    gparams = list(global_model.parameters())
+    start = [p.detach().clone() for p in gparams]
+    local_model = ActorCritic(4, 2, hidden=16)
+    a3c.pull_weights(list(local_model.parameters()), gparams)
+    opt = torch.optim.SGD(gparams, lr=0.1)
+    s, a, r = rollout()
+
+    pushed = []
+    for _ in range(3):   # the same rollout on the same weights three times
+        with torch.no_grad():
+            for p, p0 in zip(gparams, start):
+                p.copy_(p0)
+        a3c.pull_weights(list(local_model.parameters()), gparams)
+        a3c.update_global(local_model, gparams, opt, s, a, r, terminated=False)
+        pushed.append([p.grad.clone() for p in gparams])
+        for p, p0, g in zip(gparams, start, pushed[-1]):
+            assert torch.allclose(p.detach(), p0 - 0.1 * g, atol=1e-6)       # the global model changed by −lr·g
+        for lp, gp in zip(local_model.parameters(), gparams):
+            assert torch.equal(lp.detach(), gp.detach())                    # ... and the local copy followed
+    assert any(g.abs().sum() > 0 for g in pushed[0])
+    for later in pushed[1:]:
+        for g0, g in zip(pushed[0], later):
+            assert torch.allclose(g, g0, atol=1e-7)                          # not 2g, 3g
+
+
+def test_shared_adam_is_adam_with_its_state_in_shared_memory():
+    torch.manual_seed(0)
+    model, reference = ActorCritic(4, 2, hidden=16).share_memory(), ActorCritic(4, 2, hidden=16)
+    reference.load_state_dict(model.state_dict())
+    opt, ref_opt = a3c.SharedAdam(model.parameters(), lr=1e-2), torch.optim.Adam(reference.parameters(), lr=1e-2)
+    state = [opt.steps, *opt.exp_avg, *opt.exp_avg_sq]
+    assert all(t.is_shared() for t in state)
+    local = ActorCritic(4, 2, hidden=16)
+    a3c.pull_weights(list(local.parameters()), list(model.parameters()))
+    s, a, r = rollout()
+    for _ in range(3):
+        a3c.update_global(local, list(model.parameters()), opt, s, a, r, terminated=True)
+        ref_opt.zero_grad()
+        a3c.a3c_loss(reference, s, a, r, terminated=True)[0].backward()
+        ref_opt.step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    assert [id(t) for t in [opt.steps, *opt.exp_avg, *opt.exp_avg_sq]] == [id(t) for t in state]  # in place
+    assert opt.steps.item() == 3
+
+
+# ----------------------------------------------------------------------------------------- whole runs
+def run_a3c(*args, timeout=90, **env):
+    """Run a3c.py with a unique marker in its environment; afterwards no process may still carry it."""
+    marker = uuid.uuid4().hex
+    proc = run_script("a3c.py", *args, timeout=timeout, env={"A3C_TEST_MARKER": marker, **env})
+    assert_no_process_left(marker)
+    return proc
+
+
+def processes_with(marker):
+    found = []
+    for environ in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            with open(environ, "rb") as f:
+                if f"A3C_TEST_MARKER={marker}".encode() in f.read():
+                    found.append(int(environ.split("/")[2]))
+        except OSError:
+            pass
+    return found
+
+
+def assert_no_process_left(marker, grace=5.0):
+    if not sys.platform.startswith("linux"):
+        return
+    deadline = time.time() + grace
+    while processes_with(marker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert processes_with(marker) == []
+
+
+def test_two_spawned_workers_train_log_and_leave_nothing_behind(tmp_path):
+    proc = run_a3c("--num-workers", "2", "--start-method", "spawn", "--total-timesteps", "3000", "--seed", "3",
+                   "--print-interval", "10", "--logdir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert re.search(r"reached --total-timesteps after (\d+) env steps", proc.stdout)
+    assert len(re.findall(r"# of episode: \d+, avg score", proc.stdout)) >= 5
+    (run,) = glob.glob(os.path.join(tmp_path, "CartPole-v1__a3c__3__*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(run).Reload()
+    returns = events.Scalars("charts/episodic_return")
+    assert len(returns) >= 50 and all(e.value >= 8 for e in returns)
+    assert {"charts/episodic_length", "charts/SPS"} <= set(events.Tags()["scalars"])
+    assert max(e.step for e in returns) <= 3000 + 2 * a3c.update_interval
+    evaluation = run_script("a3c.py", "--load", run, "--eval-episodes", "2")
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert len(re.findall(r"eval episode \d: return", evaluation.stdout)) == 2
+
+
+def test_a_failing_worker_stops_the_run_with_its_error(tmp_path):
+    proc = run_a3c("--num-workers", "2", "--total-timesteps", "1000000", "--logdir", tmp_path,
+                   A3C_TEST_FAIL_AT_STEP="300")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "worker 0 failed: RuntimeError: A3C_TEST_FAIL_AT_STEP=300" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stdout
+    (log,) = glob.glob(os.path.join(tmp_path, "*", "worker_error.log"))
+    assert "Traceback" in open(log).read()
+
+
+def test_ctrl_c_to_the_process_group_stops_everything_and_saves(tmp_path):
+    marker = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["A3C_TEST_MARKER"] = marker
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "a3c.py"), "--num-workers", "2", "--keep-training",
+                             "--total-timesteps", "100000000", "--print-interval", "5", "--logdir", str(tmp_path)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        for line in proc.stdout:    # training has really started
+            if line.startswith("# of episode"):
+                break
+        t0 = time.time()
+        os.killpg(proc.pid, signal.SIGINT)   # what a terminal does: every process of the group gets it
+        out, err = proc.communicate(timeout=30)
+        assert time.time() - t0 < 10
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err and "interrupted" in out
+    (model_path,) = glob.glob(os.path.join(tmp_path, "*", "model.pt"))
+    assert common.load_model(model_path, "a3c")["env_id"] == "CartPole-v1"
+    assert_no_process_left(marker)
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def test_help_documents_the_flags():
+    proc = run_script("a3c.py", "--help")
+    assert proc.returncode == 0
+    for flag in ("--env-id", "--seed", "--total-timesteps", "--learning-rate", "--gamma", "--num-workers",
+                 "--update-interval", "--start-method", "--logdir", "--load", "--eval-episodes", "--render",
+                 "--video", "--keep-training"):
+        assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--env-id", "NoSuchEnv-v0"], "unknown environment"),
+    (["--env-id", "Pendulum-v1"], "Discrete action space"),
+    (["--num-workers", "0"], "positive"),
+    (["--load", "does/not/exist.pt"], "no such file"),
+])
+def test_bad_input_is_one_clear_line(args, fragment, tmp_path):
+    proc = run_a3c(*args, "--logdir", tmp_path)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, fragment)
