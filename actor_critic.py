@@ -181,11 +181,7 @@ def train(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    common.seed_everything(args.seed, args.threads)
-    if args.render:
-        common.check_render_possible()   # fail now, not after training
-    if args.video:
-        common.check_video_possible()
+    common.prepare(args)          # seeds; --render/--video fail now, not after training
     if args.load:
         env_id, model = load_for_eval(args)
     else:

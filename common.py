@@ -157,6 +157,15 @@ def check_video_possible():
                          "pip install moviepy \"gymnasium[classic-control]\"") from None
 
 
+def prepare(args):
+    """Seed everything, and check up front that --render / --video can work (not after a long training)."""
+    seed_everything(args.seed, args.threads)
+    if args.render:
+        check_render_possible()
+    if args.video:
+        check_video_possible()
+
+
 def seed_everything(seed, threads=1):
     """Seed Python, NumPy and torch, and fix torch's thread count (1 is fastest for tiny networks)."""
     random.seed(seed)

@@ -328,12 +328,8 @@ def train(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    common.seed_everything(args.seed, args.threads)
+    common.prepare(args)          # seeds; --render/--video fail now, not after training
     check_device(args)
-    if args.render:
-        common.check_render_possible()   # fail now, not after training
-    if args.video:
-        common.check_video_possible()
     if args.load:
         env_id, pi = load_for_eval(args)
     else:
