@@ -205,6 +205,7 @@ def parse_args(argv=None):
                            "Pendulum-v1", 30_000, __doc__, default_window=None,
                            window_help="episodes averaged for --target-return (default: 10 on Pendulum-v1, "
                                        "whose target is -200, else 100)")
+    p.set_defaults(print_interval=5)   # Pendulum episodes are 200 steps: a line every 1000 steps
     g = p.add_argument_group("hyperparameters")
     g.add_argument("--lr-pi", type=common.positive_float, default=lr_pi, help="actor learning rate")
     g.add_argument("--lr-q", type=common.positive_float, default=lr_q, help="critic learning rate")
