@@ -36,6 +36,9 @@ def run_cli(main):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # stdout closed early (e.g. `| head`): the model and logs are already saved
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,11 +251,10 @@ class RunLogger:
                 and float(np.mean(self.returns)) >= self.target)
 
     def close(self, step, reason):
+        self.writer.close()   # flushes the events first: nothing below can lose them
         mean = f"{np.mean(self.returns):.1f}" if self.returns else "n/a"
         print(f"{reason} after {step} env steps, {self.episodes} episodes, {self.elapsed():.1f}s; "
               f"mean return of the last {len(self.returns)} episodes: {mean}")
-        self.writer.flush()
-        self.writer.close()
 
 
 def default_target(args, env):
