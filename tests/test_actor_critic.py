@@ -3,6 +3,7 @@ import glob
 import os
 import re
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -110,6 +111,43 @@ def test_short_cartpole_run_learns(tmp_path):
     common.resolve_env_id(args, "CartPole-v1")
     _, log = ac.train(args)
     assert np.mean(log.returns) > 150
+    assert max(log.returns) <= 500      # the posts' `while not done` printed scores above the 500-step limit
+
+
+class CounterEnv(gym.Env):
+    """obs = [t]; the episode terminates at t == 3 (``terminate_at``) or is truncated by a 3-step time limit."""
+    observation_space = gym.spaces.Box(0.0, 10.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, terminate_at=None, render_mode=None):
+        self.terminate_at, self.render_mode = terminate_at, render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t], np.float32), 1.0, self.t == self.terminate_at, False, {}
+
+
+@pytest.mark.parametrize("terminate_at, max_steps", [(3, 10), (None, 3)])
+def test_training_loop_stores_the_real_last_observation(tmp_path, monkeypatch, terminate_at, max_steps):
+    """Episode ends: s' is the true final observation (not the next episode's reset) and only termination masks."""
+    env_id = f"CounterTest-{terminate_at}-{max_steps}-v0"
+    gym.register(id=env_id, entry_point=lambda **kw: CounterEnv(terminate_at, **kw), max_episode_steps=max_steps)
+    batches = []
+    monkeypatch.setattr(ac, "train_net", lambda model, opt, s, a, r, s_next, term, *rest:
+                        batches.append((s.clone(), s_next.clone(), term.clone())) or (torch.zeros(()),) * 3)
+    args = ac.parse_args(["--env-id", env_id, "--num-envs", "2", "--n-rollout", "4", "--total-timesteps", "16",
+                          "--logdir", str(tmp_path)])
+    common.seed_everything(args.seed, args.threads)
+    _, log = ac.train(args)
+    s, s_next, term = (torch.cat([b[i] for b in batches]).squeeze(-1) for i in range(3))
+    assert torch.equal(s_next, s + 1)                        # t -> t + 1 always, never 2 -> 0
+    assert torch.equal(term, (s_next == 3).float() if terminate_at else torch.zeros_like(term))
+    assert log.episodes == 4 and list(log.returns) == [3.0] * 4
 
 
 @pytest.mark.parametrize("env_id", ["Acrobot-v1", "MountainCar-v0"])
