@@ -1,69 +1,167 @@
-"""Shared plumbing for actor_critic.py, a3c.py and sac.py (no algorithm logic lives here).
+"""Shared plumbing for actor_critic.py, a3c.py and sac.py: copy this file next to the script you use.
 
-Environment creation and space checks, seeding, the command line every script shares, the run folder
-with its TensorBoard writer, the progress line, atomic model saving/loading and evaluation.
+No algorithm lives here. It holds the command line built from a script's ``Args`` dataclass, environment
+creation and checks, the run folder (TensorBoard, config.json, model.pt), Ctrl-C/SIGTERM handling, the
+divergence guard, evaluation of a saved model, and the process control of a3c.py.
 """
-import argparse
-import collections
-import contextlib
-import datetime
-import json
-import multiprocessing.connection
 import os
-import queue as queue_lib
-import random
 import signal
 import sys
-import tempfile
-import time
 
-import gymnasium as gym
-import numpy as np
-import torch
+
+def _quiet_exit(signum, frame):  # Ctrl-C or SIGTERM while torch loads: nothing is trained yet, leave quietly
+    print("interrupted", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+if "pytest" not in sys.modules and hasattr(sys.modules.get("__main__"), "__file__"):   # a script, not a test
+    for _s in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(_s) is not signal.SIG_IGN:   # a3c's workers inherit "ignore" and keep it
+            signal.signal(_s, _quiet_exit)
+
+import argparse  # noqa: E402  (the handlers above must be in place before the slow imports)
+import collections  # noqa: E402
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import multiprocessing.connection  # noqa: E402
+import queue as queue_lib  # noqa: E402
+import random  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 class UsageError(Exception):
-    """Bad input from the user: reported as one line on stderr, exit status 2, no traceback."""
+    """Bad input from the user: one line on stderr, exit status 2."""
+
+
+class Failure(Exception):
+    """The run cannot go on (divergence, a dead worker, a disk that refuses writes): one line, exit status 1."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Signals: the first Ctrl-C/SIGTERM asks the training loop to stop; saving is never interrupted
+# ----------------------------------------------------------------------------------------------
+class _signals:
+    received = 0        # the first SIGINT/SIGTERM received (0: none)
+    graceful = False    # a training loop is running: it polls stop_requested() and stops itself
+    shielded = False    # the model is being saved: note signals, act on none
+
+
+def _on_signal(signum, frame):
+    first = not _signals.received
+    _signals.received = _signals.received or signum
+    if not _signals.shielded and not (_signals.graceful and first):
+        raise KeyboardInterrupt   # outside training, or a second signal that the loop has not acted on
+
+
+def stop_requested():
+    return bool(_signals.received)
+
+
+@contextlib.contextmanager
+def shielded():
+    """No signal interrupts the block (saving the model); they are remembered and acted on afterwards."""
+    old, _signals.shielded = _signals.shielded, True
+    try:
+        yield
+    finally:
+        _signals.shielded = old
 
 
 def run_cli(main):
-    """Run ``main()``: a UsageError becomes a one-line message (exit 2), Ctrl-C a quiet exit 130."""
+    """Run ``main()`` as a command: every expected problem is one line on stderr and an exit status."""
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    threading.excepthook = lambda a: None if issubclass(a.exc_type, OSError) else sys.__excepthook__(
+        a.exc_type, a.exc_value, a.exc_traceback)   # TensorBoard's writer thread: its OSError is reported below
+    code = 0
     try:
         main()
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:  # stdout closed early (e.g. `| head`): the model and logs are already saved
+        code = 2
+    except BrokenPipeError:  # stdout closed early (`| head`): the model and logs are already saved
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+        code = 1
+    except (Failure, OSError) as e:
+        print(f"error: {e}" if isinstance(e, Failure) else f"error: {describe_os_error(e)}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        _signals.received = _signals.received or signal.SIGINT
+    if _signals.received and code == 0:
+        print("interrupted" + (" (SIGTERM)" if _signals.received == signal.SIGTERM else ""), file=sys.stderr)
+        code = 128 + _signals.received
+    sys.exit(code)
+
+
+def describe_os_error(e, what=""):
+    where = e.filename if getattr(e, "filename", None) else what
+    return f"{where}: {e.strerror or e}" if where else str(e.strerror or e)
 
 
 # ----------------------------------------------------------------------------------------------
-# Command line
+# Command line: each script declares its hyperparameters once, in an ``Args`` dataclass
 # ----------------------------------------------------------------------------------------------
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def hp(default, help, post=None, range=None, choices=None):
+    """A field of ``Args``: its default, a one-line help, the posts' value and the allowed range, e.g.
+    ``range="[0, 1]"`` or ``"(0, inf)"`` (brackets include the end, parentheses exclude it)."""
+    return dataclasses.field(default=default, metadata=dict(help=help, post=post, range=range, choices=choices))
 
 
-def positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+@dataclasses.dataclass
+class RunArgs:
+    """The flags every script shares (each script's Args adds its hyperparameters)."""
+    env_id: str = hp(None, "Gymnasium id; module:Id imports your module first (with --load: the model's env)")
+    seed: int = hp(1, "seeds Python, NumPy, torch, env resets and the action space")
+    total_timesteps: int = hp(100_000, "env steps to train for (an upper bound when the run stops once solved)",
+                              range="(0, inf)")
+    target_return: float = hp(None, "stop once the mean of the last --return-window returns reaches this "
+                                    "(default: the env's reward_threshold, if any)")
+    return_window: int = hp(100, "episodes averaged for --target-return", range="(0, inf)")
+    keep_training: bool = hp(False, "train for all --total-timesteps even after the target return is reached")
+    threads: int = hp(1, "torch CPU threads; 1 is fastest for networks this small", range="(0, inf)")
+    print_interval: int = hp(20, "episodes between progress lines", range="(0, inf)")
+    logdir: str = hp("runs", "parent folder of the run folders (TensorBoard events, config.json, model.pt)")
+    load: str = hp(None, "evaluate a saved model.pt (or its run folder) instead of training")
+    eval_episodes: int = hp(5, "episodes to play with --load, --render or --video", range="(0, inf)")
+    render: bool = hp(False, "watch evaluation episodes in a window (after training, or with --load)")
+    video: str = hp(None, "record the evaluation episodes as MP4 files into this folder (needs moviepy)")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults (unless the help text already explains them), keep the docstring's equations as written."""
+def _converter(kind, interval, name):
+    """argparse type: ``kind`` from text, finite, inside ``interval`` ("(0, inf)", "[0, 1]"...), one-line errors."""
+    lo_closed, lo, hi, hi_closed = True, -math.inf, math.inf, True
+    if interval:
+        lo_text, hi_text = interval[1:-1].split(",")
+        lo_closed, lo, hi, hi_closed = interval[0] == "[", float(lo_text), float(hi_text), interval[-1] == "]"
+    noun = "an integer" if kind is int else "a number"
+    want = (f"must be a positive {noun[3 if kind is int else 2:]}" if (lo, lo_closed, hi) == (0, False, math.inf)
+            else f"must be {'>=' if lo_closed else '>'} {lo:g}" if hi == math.inf else f"must be in {interval}")
 
-    def _get_help_string(self, action):
-        text = action.help or ""
-        return text if "default" in text else super()._get_help_string(action)
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got '{text}'") from None
+        if kind is str:
+            if not value.strip():
+                raise argparse.ArgumentTypeError("must not be empty")
+            return value
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if not ((lo <= value if lo_closed else lo < value) and (value <= hi if hi_closed else value < hi)):
+            raise argparse.ArgumentTypeError(f"{want}, got {text}")
+        return value
+    convert.__name__ = name
+    return convert
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,78 +169,140 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def base_parser(description, default_env, default_timesteps, doc=None, default_window=100, window_help=None):
-    """The flags every script shares; each script adds its own hyperparameters to the result."""
-    p = _Parser(description=description, epilog=doc,
-                                formatter_class=_Formatter)
-    g = p.add_argument_group("run")
-    g.add_argument("--env-id", default=None,
-                   help=f"Gymnasium env id (default: {default_env}, or the env a --load model was trained on)")
-    g.add_argument("--seed", type=int, default=1, help="seeds Python, NumPy, torch, env resets and action space")
-    g.add_argument("--total-timesteps", type=positive_int, default=default_timesteps,
-                   help="env steps to train for (an upper bound when early stopping is on)")
-    g.add_argument("--target-return", type=float, default=None,
-                   help="stop once the mean of the last --return-window episode returns reaches this "
-                        "(default: the env's reward_threshold, if it has one)")
-    g.add_argument("--return-window", type=positive_int, default=default_window,
-                   help=window_help or "episodes averaged for --target-return")
-    g.add_argument("--keep-training", action="store_true",
-                   help="train for all --total-timesteps even after the target return is reached")
-    g.add_argument("--threads", type=positive_int, default=1,
-                   help="torch CPU threads; 1 is fastest for networks this small")
-    g.add_argument("--print-interval", type=positive_int, default=20, help="episodes between progress lines")
-    g = p.add_argument_group("output and evaluation")
-    g.add_argument("--logdir", default="runs", help="parent folder of the run folders (TensorBoard + model.pt)")
-    g.add_argument("--load", metavar="PATH", default=None,
-                   help="evaluate a saved model.pt (or its run folder) instead of training")
-    g.add_argument("--eval-episodes", type=positive_int, default=5, help="episodes to play with --load/--render")
-    g.add_argument("--render", action="store_true",
-                   help="watch evaluation episodes in a window (after training, or with --load)")
-    g.add_argument("--video", metavar="PATH", default=None,
-                   help="record the evaluation episodes as MP4 files into this folder (needs moviepy)")
-    return p
+def parse_args(cls, doc, argv=None):
+    """Build the command line from the dataclass ``cls`` (flags, help with defaults and the posts' values,
+    type and range checks, no abbreviations) and return a ``cls`` instance."""
+    p = _Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    shared = {f.name: f for f in dataclasses.fields(RunArgs)}
+    groups = {True: p.add_argument_group("run"), False: p.add_argument_group("hyperparameters")}
+    for f in dataclasses.fields(cls):
+        meta, default = f.metadata or shared[f.name].metadata, f.default   # a script re-declares some defaults
+        notes = ([f"default: {default}"] if default is not None else []) + \
+            ([f"post: {meta['post']}"] if meta["post"] is not None else [])
+        text = (meta["help"] + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")
+        kw = dict(default=None if f.name == "env_id" else default, dest=f.name)   # env_id: None = not given
+        if f.type is bool:
+            kw["action"] = argparse.BooleanOptionalAction if default else "store_true"
+        elif f.type is tuple:
+            kw.update(nargs="+", type=_converter(type(default[0]), meta["range"], "value"))
+        else:
+            kw.update(type=_converter(f.type, meta["range"], f.type.__name__), choices=meta["choices"])
+        groups[f.name in shared].add_argument("--" + f.name.replace("_", "-"), **kw).help = text
+    args = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(p.parse_args(argv)).items()})
+    if not args.load:   # with --load, the env defaults to the model's (load_model)
+        resolve_env_id(args)
+    return args
 
 
-def resolve_env_id(args, default_env, saved=None):
-    args.env_id = args.env_id or (saved or {}).get("env_id") or default_env
+def resolve_env_id(args, saved=None):
+    """--env-id if given, else the env of the model being loaded, else the script's default."""
+    args.env_id = args.env_id or (saved or {}).get("env_id") or type(args).env_id
     return args.env_id
+
+
+def seed_everything(seed, threads=1):
+    """Seed Python, NumPy and torch, and fix torch's CPU threads (1 is fastest for tiny networks)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+
+
+def prepare(args):
+    """Seed everything, and check now that --render/--video can work (not after a long training)."""
+    seed_everything(args.seed, args.threads)
+    if args.render:
+        check_render_possible()
+    if args.video:
+        check_video_possible()
 
 
 # ----------------------------------------------------------------------------------------------
 # Environments
 # ----------------------------------------------------------------------------------------------
-def _space_name(space):
-    return type(space).__name__
+def make_env(env_id, discrete, render_mode=None, obs_rms=None, norm_obs=False, norm_reward_gamma=None):
+    """``gym.make(env_id)`` with observations flattened to a vector (one-hot for Discrete), episode statistics
+    recorded, and optional Gymnasium normalisation; or one clear line saying why this env cannot be used.
 
-
-def make_env(env_id, render_mode=None, obs_types=(gym.spaces.Box,), action_types=(gym.spaces.Discrete,),
-             what="", **kwargs):
-    """``gym.make`` with one-line errors for unknown ids and for unsupported observation/action spaces."""
+    ``discrete``: the script needs a Discrete action space (True) or a bounded Box (False). ``obs_rms``: saved
+    observation statistics, applied frozen (evaluation of a trained model).
+    """
     try:
-        env = gym.make(env_id, render_mode=render_mode, **kwargs)
+        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
+    except gym.error.NamespaceNotFound as e:
+        raise UsageError(f"unknown environment '{env_id}': {e} Ids in a namespace are registered by their package: "
+                         f"install it and name its module first, e.g. --env-id ale_py:{env_id}") from None
     except gym.error.Error as e:
         raise UsageError(f"unknown environment '{env_id}': {e}") from None
-    except (ImportError, ModuleNotFoundError) as e:
+    except ImportError as e:
         raise UsageError(f"environment '{env_id}' needs a package that is not installed: {e}") from None
-    check_spaces(env, env_id, obs_types, action_types, what)
+    except TypeError as e:
+        if render_mode and "render_mode" in str(e):
+            raise UsageError(f"{env_id} cannot render: its constructor takes no render_mode") from None
+        raise
+    obs, act = env.observation_space, env.action_space
+    problem = None
+    if isinstance(obs, gym.spaces.Box) and (obs.dtype == np.uint8 and len(obs.shape) >= 2 or len(obs.shape) == 3):
+        problem = f"image observations {obs} (these scripts have no convolutional network)"
+    elif isinstance(obs, (gym.spaces.Text, gym.spaces.Sequence, gym.spaces.Graph)) or not _flattens(obs):
+        problem = f"observations {obs}, which do not flatten to a fixed-size vector"
+    elif discrete and not isinstance(act, gym.spaces.Discrete):
+        problem = f"the action space {act}; this script needs a Discrete action space (use sac.py for Box)"
+    elif not discrete and not (isinstance(act, gym.spaces.Box) and len(act.shape) == 1
+                               and np.isfinite(act.low).all() and np.isfinite(act.high).all()):
+        problem = (f"the action space {act}; SAC needs a continuous (Box) action space: a flat vector of actions "
+                   "with finite bounds (use actor_critic.py or a3c.py for Discrete)")
+    if problem:
+        env.close()
+        raise UsageError(f"{env_id} has {problem}")
+    if not (isinstance(obs, gym.spaces.Box) and len(obs.shape) == 1):
+        env = gym.wrappers.FlattenObservation(env)
+    env = gym.wrappers.RecordEpisodeStatistics(env)    # info["episode"]: the true return, before any scaling
+    if norm_reward_gamma is not None:
+        env = gym.wrappers.NormalizeReward(env, gamma=norm_reward_gamma)
+    if norm_obs or obs_rms is not None:
+        env = gym.wrappers.NormalizeObservation(env)
+        if obs_rms is not None:
+            env.obs_rms.mean, env.obs_rms.var, env.obs_rms.count = (np.asarray(obs_rms[k], np.float64)
+                                                                    for k in ("mean", "var", "count"))
+            env.update_running_mean = False
     return env
 
 
-def check_spaces(env, env_id, obs_types, action_types, what=""):
-    obs, act = env.observation_space, env.action_space
-    ok = isinstance(obs, obs_types) and len(getattr(obs, "shape", ()) or ()) == 1 and isinstance(act, action_types)
-    if not ok:
-        env.close()
-        want_obs = "/".join(t.__name__ for t in obs_types)
-        want_act = "/".join(t.__name__ for t in action_types)
-        raise UsageError(
-            f"{env_id} has a {_space_name(obs)}{getattr(obs, 'shape', '')} observation space and a "
-            f"{_space_name(act)} action space; {what or 'this script'} supports a flat {want_obs} observation "
-            f"space and a {want_act} action space")
+def make_vector_env(env_id, n, norm_obs=False, norm_reward_gamma=None):
+    """``n`` envs from make_env stepped together. SAME_STEP autoreset: info["final_obs"] holds an episode's real
+    last observation. With ``norm_obs`` all share one set of statistics (returned: it is saved with the model);
+    Gymnasium's vector NormalizeObservation would need NEXT_STEP autoreset."""
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id, True, norm_obs=norm_obs,
+                                                      norm_reward_gamma=norm_reward_gamma)] * n,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    rms = envs.envs[0].obs_rms if norm_obs else None
+    for env in envs.envs if norm_obs else ():
+        env.obs_rms = rms
+    return envs, rms
+
+
+def _flattens(space):
+    try:
+        return gym.spaces.flatdim(space) > 0
+    except (ValueError, NotImplementedError, TypeError):
+        return False
+
+
+def spaces_of(env):
+    """(observation size after flattening, number of actions or action dimensions) of an env from make_env."""
+    act = env.action_space
+    return env.observation_space.shape[0], int(act.n) if isinstance(act, gym.spaces.Discrete) else act.shape[0]
+
+
+def default_target(args, env):
+    """--target-return defaults to the env's reward_threshold."""
+    if args.target_return is None and env.spec is not None:
+        args.target_return = env.spec.reward_threshold
+    return args.target_return
 
 
 def check_render_possible():
-    """``--render`` opens a window: fail with a clear message where that cannot work."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise UsageError("--render needs a display, and none was found (DISPLAY is not set); "
                          "use --video PATH to record the episodes to a file instead")
@@ -160,58 +320,35 @@ def check_video_possible():
                          "pip install moviepy \"gymnasium[classic-control]\"") from None
 
 
-def prepare(args):
-    """Seed everything, and check up front that --render / --video can work (not after a long training)."""
-    seed_everything(args.seed, args.threads)
-    if args.render:
-        check_render_possible()
-    if args.video:
-        check_video_possible()
-
-
-def seed_everything(seed, threads=1):
-    """Seed Python, NumPy and torch, and fix torch's thread count (1 is fastest for tiny networks)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------------------------
-# Run folder, TensorBoard and progress line
+# Run folder, TensorBoard, progress line, and saving whatever ends the training loop
 # ----------------------------------------------------------------------------------------------
 class RunLogger:
-    """Owns a run folder ``<logdir>/<env>__<algo>__<seed>__<time>`` with TensorBoard events and model.pt.
+    """A run folder ``<logdir>/<env>__<algo>__<seed>__<time>`` with TensorBoard events, config.json and model.pt.
 
-    ``episode()`` records finished episodes (x-axis: env steps) and prints a progress line in the posts'
-    style every ``print_interval`` episodes; ``solved()`` tells whether the mean of the last
-    ``window`` returns reached the target.
+    ``episode()`` records a finished episode (x-axis: env steps) and prints a progress line every
+    ``print_interval`` episodes; ``done()`` tells the loop to stop (solved, or Ctrl-C/SIGTERM).
     """
 
-    def __init__(self, args, algo):
+    def __init__(self, args, algo, model_kwargs):
         from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only training needs it
+        self.args, self.algo, self.model_kwargs = args, algo, model_kwargs
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = f"{args.env_id.replace('/', '_')}__{algo}__{args.seed}__{stamp}"
-        self.dir = os.path.join(args.logdir, name)
-        n = 1
-        while os.path.exists(self.dir):  # two runs in the same second get distinct folders
-            n += 1
-            self.dir = os.path.join(args.logdir, f"{name}-{n}")
-        os.makedirs(self.dir)
-        self.writer = SummaryWriter(self.dir)
-        hparams = {k: v for k, v in sorted(vars(args).items())}
-        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
-                             "\n".join(f"|{k}|{v}|" for k, v in hparams.items()))
-        with open(os.path.join(self.dir, "config.json"), "w") as f:
-            json.dump({"algo": algo, **hparams}, f, indent=2)
-        self.print_interval = args.print_interval
-        self.target = args.target_return
-        self.keep_training = args.keep_training
+        self.dir = make_run_dir(args.logdir, f"{args.env_id.replace('/', '_').replace(':', '_')}__{algo}__"
+                                             f"{args.seed}__{stamp}")
+        config = {"algo": algo, **hyperparams(args)}
+        try:
+            with open(os.path.join(self.dir, "config.json"), "w") as f:
+                json.dump(config, f, indent=2)
+            self.writer = SummaryWriter(self.dir)
+            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
+                                 "\n".join(f"|{k}|{v}|" for k, v in config.items()))
+        except OSError as e:
+            raise Failure(f"cannot write the run folder {self.dir}: {describe_os_error(e)}") from None
         self.returns = collections.deque(maxlen=args.return_window)
-        self.recent = []  # returns since the last progress line
-        self.episodes = 0
-        self.start = time.time()
-        self._sps_mark = (self.start, 0)
+        self.recent, self.episodes, self.step, self.start = [], 0, 0, time.time()
+        self.reason, self.solved, self._sps_mark = "reached --total-timesteps", False, (self.start, 0)
+        self.snapshot = self.model = self.obs_rms = None
         print(f"run folder: {self.dir}  (tensorboard --logdir {args.logdir})")
 
     @property
@@ -221,59 +358,143 @@ class RunLogger:
     def elapsed(self):
         return time.time() - self.start
 
-    def scalar(self, tag, value, step):
-        self.writer.add_scalar(tag, value, step)
-
     def scalars(self, values, step):
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
 
     def episode(self, ret, length, step):
-        """Record one finished episode at env step ``step``."""
+        """Record one finished episode that ended at env step ``step``."""
         self.episodes += 1
-        self.returns.append(ret)
-        self.recent.append(ret)
-        self.writer.add_scalar("charts/episodic_return", ret, step)
-        self.writer.add_scalar("charts/episodic_length", length, step)
-        if self.episodes % self.print_interval == 0:
+        self.returns.append(float(ret))
+        self.recent.append(float(ret))
+        self.step = max(self.step, step)
+        self.scalars({"charts/episodic_return": ret, "charts/episodic_length": length}, step)
+        if self.episodes % self.args.print_interval == 0:
             now = time.time()
-            t0, s0 = self._sps_mark
-            sps = (step - s0) / max(now - t0, 1e-9)
+            sps = (step - self._sps_mark[1]) / max(now - self._sps_mark[0], 1e-9)
             self._sps_mark = (now, step)
             self.writer.add_scalar("charts/SPS", sps, step)
             print(f"# of episode: {self.episodes}, avg score: {np.mean(self.recent):.1f}  "
                   f"(last {len(self.returns)}: {np.mean(self.returns):.1f})  "
                   f"steps: {step}  {sps:,.0f} steps/s  {now - self.start:.1f}s", flush=True)
             self.recent = []
+            self._take_snapshot()
+        a = self.args
+        if (a.target_return is not None and not a.keep_training and len(self.returns) == self.returns.maxlen
+                and not self.solved and float(np.mean(self.returns)) >= a.target_return):
+            self.solved, self.reason = True, f"solved (mean return >= {a.target_return:g})"
 
-    def solved(self):
-        return (self.target is not None and not self.keep_training and len(self.returns) == self.returns.maxlen
-                and float(np.mean(self.returns)) >= self.target)
+    def done(self):
+        """True once the loop should stop: solved (unless --keep-training), or Ctrl-C/SIGTERM received."""
+        return self.solved or stop_requested()
 
-    def close(self, step, reason):
-        self.writer.close()   # flushes the events first: nothing below can lose them
+    def _take_snapshot(self):   # the last weights known to be finite: what a diverged run saves
+        if self.model is not None:
+            state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if all_finite(state):
+                self.snapshot = (self.step, state)
+
+    @contextlib.contextmanager
+    def training(self, model, obs_rms=None):
+        """Wrap the training loop. Ctrl-C/SIGTERM make ``done()`` true (a second one stops at once); whatever ends
+        the loop, model.pt is saved, with finite weights only, and the summary printed, all without interruption."""
+        self.model, self.obs_rms, error = model, obs_rms, None
+        _signals.graceful = True
+        try:
+            yield self
+        except KeyboardInterrupt:
+            pass
+        except BaseException as e:
+            error = e
+        finally:
+            _signals.graceful = False
+            with shielded():
+                error = self._finish(error)
+        if error is not None:
+            raise error
+        if stop_requested():
+            raise KeyboardInterrupt
+
+    def _finish(self, error):
+        if stop_requested():
+            self.reason = "interrupted" + (" (SIGTERM)" if _signals.received == signal.SIGTERM else "")
+        elif error is not None:
+            self.reason = "stopped by an error"
+        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        saved = None
+        if not all_finite(state):
+            if self.snapshot:
+                state, saved = self.snapshot[1], f" (the weights of env step {self.snapshot[0]}, the last finite ones)"
+            else:
+                print(f"model not saved: its weights are not finite (nan/inf) and no earlier weights were kept")
+                state = None
+        if state is not None:
+            rms = self.obs_rms and {k: torch.as_tensor(np.asarray(getattr(self.obs_rms, k), np.float64))
+                                    for k in ("mean", "var", "count")}
+            try:
+                save_model(self.model_path, self.algo, self.args.env_id, self.model_kwargs, state,
+                           hyperparams(self.args), obs_rms=rms)
+                saved = saved or ""
+            except OSError as e:
+                print(f"model not saved: {describe_os_error(e, self.model_path)}")
+                error = error or Failure(f"cannot write {self.model_path}: {describe_os_error(e)}")
+        try:
+            self.writer.close()   # flushes the events first
+        except OSError as e:
+            error = error or Failure(f"cannot write the TensorBoard events in {self.dir}: {describe_os_error(e)}")
         mean = f"{np.mean(self.returns):.1f}" if self.returns else "n/a"
-        print(f"{reason} after {step} env steps, {self.episodes} episodes, {self.elapsed():.1f}s; "
+        print(f"{self.reason} after {self.step} env steps, {self.episodes} episodes, {self.elapsed():.1f}s; "
               f"mean return of the last {len(self.returns)} episodes: {mean}")
+        if saved is not None:
+            script = f"{self.algo}.py"
+            print(f"model saved to {self.model_path}{saved}\n  watch it: python {script} --load {self.dir} --render")
+        return error
 
 
-def default_target(args, env):
-    if args.target_return is None and env.spec is not None:
-        args.target_return = env.spec.reward_threshold
-    return args.target_return
+def make_run_dir(logdir, name):
+    """Create a new folder ``logdir/name`` (``name-2``, ``-3``... if taken): race-free, one clear error."""
+    if os.path.exists(logdir) and not os.path.isdir(logdir):
+        raise Failure(f"--logdir {logdir} is a file, not a folder")
+    try:
+        os.makedirs(logdir, exist_ok=True)
+        for n in range(1, 10_000):
+            path = os.path.join(logdir, name if n == 1 else f"{name}-{n}")
+            try:
+                os.mkdir(path)     # atomic: two runs never get the same folder
+                return path
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise Failure(f"cannot create a run folder in {logdir}: {describe_os_error(e)}") from None
+    raise Failure(f"cannot create a run folder in {logdir}: too many runs named {name}")
+
+
+def hyperparams(args):
+    return {k: v for k, v in dataclasses.asdict(args).items()}
+
+
+def all_finite(state):
+    return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def check_finite(update, step, **losses):
+    """The divergence guard: stop at once when a loss is nan or inf, saying which loss and when."""
+    for name, value in losses.items():
+        value = float(value)
+        if not math.isfinite(value):
+            raise Failure(f"training diverged: {name} is {value} at update {update} (env step {step}); "
+                          "try a smaller learning rate, or check the env's rewards and observations")
 
 
 # ----------------------------------------------------------------------------------------------
 # Saving and loading
 # ----------------------------------------------------------------------------------------------
-def save_model(path, algo, env_id, model_kwargs, state_dict, hyperparams=None):
-    """Write ``path`` atomically: a crash or Ctrl-C never leaves a half-written model file."""
-    payload = {"algo": algo, "env_id": env_id, "model_kwargs": model_kwargs,
-               "state_dict": {k: v.detach().clone() for k, v in state_dict.items()},
-               "hyperparams": {k: v for k, v in (hyperparams or {}).items()
-                               if isinstance(v, (int, float, str, bool, type(None)))}}
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".model-", suffix=".tmp")
+def save_model(path, algo, env_id, model_kwargs, state_dict, hyperparams=None, obs_rms=None):
+    """Write ``path`` atomically: a crash, Ctrl-C or full disk never leaves a half-written model file."""
+    payload = {"algo": algo, "env_id": env_id, "model_kwargs": model_kwargs, "state_dict": state_dict,
+               "obs_rms": obs_rms, "hyperparams": {k: list(v) if isinstance(v, tuple) else v
+                                                   for k, v in (hyperparams or {}).items()}}
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".model-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
@@ -287,10 +508,9 @@ def save_model(path, algo, env_id, model_kwargs, state_dict, hyperparams=None):
     return path
 
 
-def load_model(path, algo):
-    """Read a file written by ``save_model`` for ``algo``; any problem is a UsageError."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.pt")
+def load_model(path, algo, args=None):
+    """Read a model.pt (or its run folder's) saved by ``algo``, with one-line errors; sets ``args.env_id``."""
+    path = os.path.join(path, "model.pt") if os.path.isdir(path) else path
     if not os.path.isfile(path):
         raise UsageError(f"--load: no such file: {path}")
     try:
@@ -299,93 +519,99 @@ def load_model(path, algo):
         raise UsageError(f"--load: {path} is not a model file saved by {algo}.py") from None
     if not isinstance(payload, dict) or payload.get("algo") != algo or "state_dict" not in payload:
         found = payload.get("algo") if isinstance(payload, dict) else None
-        extra = f" (it was saved by {found}.py)" if found else ""
-        raise UsageError(f"--load: {path} is not a model saved by {algo}.py{extra}")
+        raise UsageError(f"--load: {path} is not a model saved by {algo}.py" +
+                         (f" (it was saved by {found}.py)" if found else ""))
+    if not all_finite(payload["state_dict"]):
+        raise UsageError(f"--load: {path} holds non-finite weights (nan/inf): that run diverged")
+    if args is not None:
+        resolve_env_id(args, payload)
     return payload
 
 
-# ----------------------------------------------------------------------------------------------
-# Evaluation
-# ----------------------------------------------------------------------------------------------
-def evaluate(make, act, episodes, seed, render=False, video=None):
-    """Play ``episodes`` episodes with ``act(obs) -> action`` and print each return and the mean.
-
-    ``make(render_mode)`` builds the env. ``render`` opens a window; ``video`` records MP4s into a folder.
-    """
-    if render:
+def evaluate(args, discrete, act, model_kwargs, obs_rms=None):
+    """Play --eval-episodes with ``act(obs) -> action`` and print each return and the mean. The env must have
+    the spaces the model was built for; --render shows a window, --video records MP4s into a folder."""
+    if args.render:
         check_render_possible()
-    if video:
+    if args.video:
         check_video_possible()
-    env = make("human" if render else ("rgb_array" if video else None))
-    if video:
-        env = gym.wrappers.RecordVideo(env, video, episode_trigger=lambda _: True, disable_logger=True)
+    env = make_env(args.env_id, discrete, "human" if args.render else ("rgb_array" if args.video else None),
+                   obs_rms=obs_rms)
+    want, have = (model_kwargs["obs_dim"], model_kwargs.get("n_actions", model_kwargs.get("act_dim"))), spaces_of(env)
+    if want != have:
+        env.close()
+        what = "actions" if discrete else "action dimensions"
+        raise UsageError(f"the model was trained on {want[0]} observation values and {want[1]} {what}, but "
+                         f"{args.env_id} has {have[0]} and {have[1]}")
+    if args.video:
+        env = gym.wrappers.RecordVideo(env, args.video, episode_trigger=lambda _: True, disable_logger=True)
     returns = []
     try:
-        for ep in range(episodes):
-            obs, _ = env.reset(seed=seed + ep)
+        for ep in range(args.eval_episodes):
+            obs, _ = env.reset(seed=args.seed + ep)
             ret, done = 0.0, False
             while not done:
                 obs, r, terminated, truncated, _ = env.step(act(obs))
-                ret += float(r)
-                done = terminated or truncated
+                ret, done = ret + float(r), terminated or truncated
             returns.append(ret)
             print(f"eval episode {ep + 1}: return {ret:.1f}", flush=True)
     finally:
         env.close()
     print(f"mean return over {len(returns)} episodes: {np.mean(returns):.1f}")
-    if video:
-        print(f"videos written to {video}")
+    if args.video:
+        print(f"videos written to {args.video}")
     return returns
 
 
 # ----------------------------------------------------------------------------------------------
 # Worker processes (a3c.py)
 # ----------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def sigint_ignored():
-    """Ignore Ctrl-C inside the block; processes started meanwhile inherit that and leave it to the parent."""
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
 def start_processes(ctx, n, target, args, name):
-    """Start ``n`` daemon processes ``target(rank, *args)`` that a terminal's Ctrl-C does not reach."""
-    with sigint_ignored():
+    """Start ``n`` daemon processes ``target(rank, *args)``. They ignore Ctrl-C and SIGTERM (a terminal or
+    ``kill`` of the process group reaches them too): the main process stops them through an event."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
         procs = [ctx.Process(target=target, args=(rank, *args), name=f"{name}-{rank}", daemon=True)
                  for rank in range(n)]
         for p in procs:
             p.start()
+    finally:
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGTERM, old[1])
     return procs
 
 
-def drain(queue):
-    """Every message waiting on ``queue``, without blocking."""
+def drain(queue, timeout=0.0):
+    """The messages waiting on ``queue``, waiting up to ``timeout`` seconds for the first one."""
     msgs = []
-    while True:
-        try:
+    try:
+        if timeout:
+            msgs.append(queue.get(timeout=timeout))
+        while True:
             msgs.append(queue.get_nowait())
-        except (queue_lib.Empty, OSError, ValueError, EOFError):
-            return msgs
+    except (queue_lib.Empty, OSError, ValueError, EOFError):
+        return msgs
+
+
+def dead_process(procs):
+    """(rank, 'exit status N' / 'signal N') of the first process that has exited, or None."""
+    for rank, p in enumerate(procs):
+        if p.exitcode is not None:
+            return rank, f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit status {p.exitcode}"
+    return None
 
 
 def stop_processes(procs, stop, queue, timeout=5.0):
     """Set ``stop``, wait up to ``timeout`` s for every process (draining ``queue`` so none blocks on it), then
-    terminate and finally kill stragglers. Returns the messages drained meanwhile."""
+    kill stragglers. Returns the messages drained meanwhile: none is lost."""
     stop.set()
     msgs, deadline = [], time.monotonic() + timeout
-    with sigint_ignored():   # a second Ctrl-C must not leave orphans behind
+    with shielded():   # a second Ctrl-C must not leave orphans behind
         while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
             msgs += drain(queue)
             multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=0.05)
         for p in procs:
             if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(2.0)
-            if p.is_alive():
                 p.kill()
-                p.join()
+            p.join()
     return msgs + drain(queue)

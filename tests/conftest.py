@@ -27,6 +27,12 @@ def assert_one_line_error(proc, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+def parse(module, *argv):
+    """The script's Args from a command line, as its main() gets them."""
+    import common
+    return common.parse_args(module.Args, module.__doc__, [str(a) for a in argv])
+
+
 @pytest.fixture
 def script():
     return run_script

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import actor_critic as ac
 import common
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error, parse, run_script
 
 
 class TableModel(nn.Module):
@@ -96,19 +96,19 @@ def test_both_network_designs(separate):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     before = [p.clone() for p in model.parameters()]
     pl, vl, ent = ac.train_net(model, opt, x, torch.tensor([0, 1, 2, 0, 1]), torch.ones(5), torch.randn(5, 6),
-                               torch.zeros(5))
+                               torch.zeros(5), GAMMA)
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
     # the separate design uses the posts' MSE critic loss
-    _, v_loss, _, _ = ac.compute_losses(model, x, torch.zeros(5, dtype=torch.long), torch.ones(5), x, torch.ones(5))
+    _, v_loss, _, _ = ac.compute_losses(model, x, torch.zeros(5, dtype=torch.long), torch.ones(5), x, torch.ones(5),
+                                        GAMMA)
     expected = F.mse_loss(model.v(x), torch.ones(5)) if separate else F.smooth_l1_loss(model.v(x), torch.ones(5))
     assert v_loss.item() == pytest.approx(expected.item())
 
 
 def test_short_cartpole_run_learns(tmp_path):
     """Default hyperparameters, fixed seed: far above random play (about 22) within 60k steps."""
-    args = ac.parse_args(["--total-timesteps", "60000", "--logdir", str(tmp_path), "--print-interval", "1000"])
+    args = parse(ac, "--total-timesteps", "60000", "--logdir", tmp_path, "--print-interval", "1000")
     common.seed_everything(args.seed, args.threads)
-    common.resolve_env_id(args, "CartPole-v1")
     _, log = ac.train(args)
     assert np.mean(log.returns) > 150
     assert max(log.returns) <= 500      # the posts' `while not done` printed scores above the 500-step limit
@@ -140,8 +140,8 @@ def test_training_loop_stores_the_real_last_observation(tmp_path, monkeypatch, t
     batches = []
     monkeypatch.setattr(ac, "train_net", lambda model, opt, s, a, r, s_next, term, *rest:
                         batches.append((s.clone(), s_next.clone(), term.clone())) or (torch.zeros(()),) * 3)
-    args = ac.parse_args(["--env-id", env_id, "--num-envs", "2", "--n-rollout", "4", "--total-timesteps", "16",
-                          "--logdir", str(tmp_path)])
+    args = parse(ac, "--env-id", env_id, "--num-envs", "2", "--n-rollout", "4", "--total-timesteps", "16",
+                 "--logdir", tmp_path)
     common.seed_everything(args.seed, args.threads)
     _, log = ac.train(args)
     s, s_next, term = (torch.cat([b[i] for b in batches]).squeeze(-1) for i in range(3))
@@ -152,7 +152,7 @@ def test_training_loop_stores_the_real_last_observation(tmp_path, monkeypatch, t
 
 @pytest.mark.parametrize("env_id", ["Acrobot-v1", "MountainCar-v0"])
 def test_other_discrete_envs_run(tmp_path, env_id):
-    args = ac.parse_args(["--env-id", env_id, "--num-envs", "2", "--total-timesteps", "2200", "--logdir", str(tmp_path)])
+    args = parse(ac, "--env-id", env_id, "--num-envs", "2", "--total-timesteps", "2200", "--logdir", tmp_path)
     common.seed_everything(args.seed, args.threads)
     model, log = ac.train(args)
     assert log.episodes >= 1 and os.path.isfile(log.model_path)

@@ -36,9 +36,9 @@ def test_load_model_rejects_other_algorithms_and_junk(tmp_path):
 
 def test_make_env_errors_are_usage_errors():
     with pytest.raises(common.UsageError, match="unknown environment"):
-        common.make_env("NoSuchEnv-v0")
+        common.make_env("NoSuchEnv-v0", True)
     with pytest.raises(common.UsageError, match="Discrete action space"):
-        common.make_env("Pendulum-v1")
-    env = common.make_env("CartPole-v1")
+        common.make_env("Pendulum-v1", True)
+    env = common.make_env("CartPole-v1", True)
     assert env.action_space.n == 2
     env.close()

@@ -18,7 +18,7 @@ LOW, HIGH = [-1.0, 0.0, -3.0], [2.0, 0.5, -1.0]       # asymmetric bounds, 3 act
 
 
 def args_for(*argv):
-    return sac.parse_args(["--print-interval", "1000", *argv])
+    return common.parse_args(sac.Args, "", ["--print-interval", "1000", *argv])
 
 
 def test_log_prob_is_the_density_of_the_squashed_action():
@@ -124,7 +124,7 @@ def test_alpha_moves_towards_the_target_entropy(target_entropy, direction):
         memory.put(np.random.randn(3), np.random.rand(2), np.random.randn(), 0.0, np.random.randn(3))
     for _ in range(3):
         before = agent.log_alpha.item()
-        _, _, alpha, alpha_loss = agent.update(memory.sample(32))
+        alpha = agent.train_net(memory.sample(32))["alpha"]
         assert math.copysign(1, agent.log_alpha.item() - before) == direction
         assert alpha.item() == pytest.approx(math.exp(before))
 
@@ -134,9 +134,9 @@ def test_buffer_wraps_around_and_samples_float32_batches():
     for i in range(7):
         memory.put(np.full(2, i), np.full(3, -i), 10.0 * i, i % 2, np.full(2, i + 0.5))
     assert memory.size == 5 and memory.ptr == 2
-    s, a, r, term, s_next = (memory.data[:, c0:c1] for c0, c1 in zip(memory.cols[:-1], memory.cols[1:]))
+    s, a, r, term, s_next = memory.fields
     np.testing.assert_array_equal(s[:, 0].numpy(), [5, 6, 2, 3, 4])   # 5 and 6 overwrote the oldest rows
-    np.testing.assert_array_equal(r[:, 0].numpy(), [50, 60, 20, 30, 40])
+    np.testing.assert_array_equal(r.numpy(), [50, 60, 20, 30, 40])
     np.testing.assert_array_equal(s_next[:, 1].numpy(), [5.5, 6.5, 2.5, 3.5, 4.5])
     batch = memory.sample(64)
     assert [tuple(x.shape) for x in batch] == [(64, 2), (64, 3), (64,), (64,), (64, 2)]
@@ -193,8 +193,8 @@ def test_multi_dimensional_box_env_with_asymmetric_bounds(tmp_path, monkeypatch)
     mean_action = agent.pi.act(torch.zeros(3), deterministic=True).numpy()
     np.testing.assert_allclose(mean_action, ReachEnv.target, atol=0.3)      # found a* inside the box
     memory = Recorder.last
-    term = memory.data[:memory.size, memory.cols[3]].numpy()
-    s_next0 = memory.data[:memory.size, memory.cols[4]].numpy()
+    term = memory.fields[3][:memory.size].numpy()
+    s_next0 = memory.fields[4][:memory.size, 0].numpy()
     np.testing.assert_array_equal(term, s_next0 > 1.2)   # terminated flags are stored as the env gave them
 
 
@@ -206,7 +206,7 @@ def test_pendulum_learns_and_truncation_is_not_termination(tmp_path, monkeypatch
     assert log.episodes == 20
     assert np.mean(list(log.returns)[-5:]) > -700       # random play scores about −1200 per episode
     memory = Recorder.last
-    assert memory.data[:memory.size, memory.cols[3]].sum() == 0   # every episode end was a truncation
+    assert memory.fields[3][:memory.size].sum() == 0   # every episode end was a truncation
 
 
 def run_cli(*argv):
