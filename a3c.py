@@ -282,7 +282,7 @@ def main(argv=None):
     @torch.no_grad()
     def greedy(obs):              # a = argmax π(·|s)
         return int(model.pi(torch.as_tensor(obs, dtype=torch.float32)).argmax())
-    common.evaluate(args, True, greedy, saved["model_kwargs"])
+    common.evaluate(args, True, greedy, saved)
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ def main(argv=None):
     saved = common.load_model(args.load, "actor_critic", args)
     model = ActorCritic(**saved["model_kwargs"])
     model.load_state_dict(saved["state_dict"])
-    common.evaluate(args, True, greedy(model), saved["model_kwargs"], saved["obs_rms"])
+    common.evaluate(args, True, greedy(model), saved)
 
 
 if __name__ == "__main__":

@@ -1,39 +1,37 @@
 """Shared plumbing for actor_critic.py, a3c.py and sac.py: copy this file next to the script you use.
 
-No algorithm lives here. It holds the command line built from a script's ``Args`` dataclass, environment
-creation and checks, the run folder (TensorBoard, config.json, model.pt), Ctrl-C/SIGTERM handling, the
-divergence guard, evaluation of a saved model, and the process control of a3c.py.
+No algorithm lives here: the command line built from a script's ``Args`` dataclass, environment creation and
+checks, the run folder (TensorBoard, config.json, model.pt), Ctrl-C/SIGTERM handling, the divergence guard,
+evaluation of a saved model, and the worker processes of a3c.py.
 """
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import math
+import multiprocessing.connection
 import os
+import queue as queue_lib
+import random
 import signal
 import sys
+import tempfile
+import threading
+import time
 
 
-def _quiet_exit(signum, frame):  # Ctrl-C or SIGTERM while torch loads: nothing is trained yet, leave quietly
+def _quiet_exit(signum, frame):   # Ctrl-C/SIGTERM while torch loads: nothing is trained yet, leave quietly
     print("interrupted", file=sys.stderr, flush=True)
     os._exit(128 + signum)
 
 
 if "pytest" not in sys.modules and hasattr(sys.modules.get("__main__"), "__file__"):   # a script, not a test
-    for _s in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(_s) is not signal.SIG_IGN:   # a3c's workers inherit "ignore" and keep it
-            signal.signal(_s, _quiet_exit)
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(_sig) is not signal.SIG_IGN:   # a3c's workers inherit "ignore" and keep it
+            signal.signal(_sig, _quiet_exit)
 
-import argparse  # noqa: E402  (the handlers above must be in place before the slow imports)
-import collections  # noqa: E402
-import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import multiprocessing.connection  # noqa: E402
-import queue as queue_lib  # noqa: E402
-import random  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-import gymnasium as gym  # noqa: E402
+import gymnasium as gym  # noqa: E402  (the slow imports come after the handlers)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -46,34 +44,21 @@ class Failure(Exception):
     """The run cannot go on (divergence, a dead worker, a disk that refuses writes): one line, exit status 1."""
 
 
-# ----------------------------------------------------------------------------------------------
-# Signals: the first Ctrl-C/SIGTERM asks the training loop to stop; saving is never interrupted
-# ----------------------------------------------------------------------------------------------
+# --- Signals: the first Ctrl-C/SIGTERM asks the training loop to stop; saving is never interrupted ---------------
 class _signals:
     received = 0        # the first SIGINT/SIGTERM received (0: none)
     graceful = False    # a training loop is running: it polls stop_requested() and stops itself
-    shielded = False    # the model is being saved: note signals, act on none
+    shielded = False    # the model is being saved or workers stopped: note signals, act on none
 
 
 def _on_signal(signum, frame):
-    first = not _signals.received
-    _signals.received = _signals.received or signum
+    first, _signals.received = not _signals.received, _signals.received or signum
     if not _signals.shielded and not (_signals.graceful and first):
-        raise KeyboardInterrupt   # outside training, or a second signal that the loop has not acted on
+        raise KeyboardInterrupt   # outside training, or a second signal the loop has not acted on yet
 
 
 def stop_requested():
     return bool(_signals.received)
-
-
-@contextlib.contextmanager
-def shielded():
-    """No signal interrupts the block (saving the model); they are remembered and acted on afterwards."""
-    old, _signals.shielded = _signals.shielded, True
-    try:
-        yield
-    finally:
-        _signals.shielded = old
 
 
 def run_cli(main):
@@ -92,7 +77,7 @@ def run_cli(main):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 1
     except (Failure, OSError) as e:
-        print(f"error: {e}" if isinstance(e, Failure) else f"error: {describe_os_error(e)}", file=sys.stderr)
+        print(f"error: {e if isinstance(e, Failure) else os_error(e)}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         _signals.received = _signals.received or signal.SIGINT
@@ -102,14 +87,11 @@ def run_cli(main):
     sys.exit(code)
 
 
-def describe_os_error(e, what=""):
-    where = e.filename if getattr(e, "filename", None) else what
-    return f"{where}: {e.strerror or e}" if where else str(e.strerror or e)
+def os_error(e, path=None):
+    return f"{getattr(e, 'filename', None) or path}: {e.strerror or e}" if (e.filename or path) else str(e)
 
 
-# ----------------------------------------------------------------------------------------------
-# Command line: each script declares its hyperparameters once, in an ``Args`` dataclass
-# ----------------------------------------------------------------------------------------------
+# --- Command line: each script declares its hyperparameters once, in an Args dataclass --------------------------
 def hp(default, help, post=None, range=None, choices=None):
     """A field of ``Args``: its default, a one-line help, the posts' value and the allowed range, e.g.
     ``range="[0, 1]"`` or ``"(0, inf)"`` (brackets include the end, parentheses exclude it)."""
@@ -136,31 +118,30 @@ class RunArgs:
     video: str = hp(None, "record the evaluation episodes as MP4 files into this folder (needs moviepy)")
 
 
-def _converter(kind, interval, name):
+def _converter(kind, interval):
     """argparse type: ``kind`` from text, finite, inside ``interval`` ("(0, inf)", "[0, 1]"...), one-line errors."""
     lo_closed, lo, hi, hi_closed = True, -math.inf, math.inf, True
     if interval:
-        lo_text, hi_text = interval[1:-1].split(",")
-        lo_closed, lo, hi, hi_closed = interval[0] == "[", float(lo_text), float(hi_text), interval[-1] == "]"
+        lo_closed, hi_closed = interval[0] == "[", interval[-1] == "]"
+        lo, hi = (float(x) for x in interval[1:-1].split(","))
     noun = "an integer" if kind is int else "a number"
-    want = (f"must be a positive {noun[3 if kind is int else 2:]}" if (lo, lo_closed, hi) == (0, False, math.inf)
-            else f"must be {'>=' if lo_closed else '>'} {lo:g}" if hi == math.inf else f"must be in {interval}")
+    want = (f"must be a positive {noun.split()[-1]}" if (lo, lo_closed, hi) == (0, False, math.inf) else
+            f"must be {'>=' if lo_closed else '>'} {lo:g}" if hi == math.inf else f"must be in {interval}")
 
     def convert(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {noun}, got '{text}'") from None
-        if kind is str:
-            if not value.strip():
-                raise argparse.ArgumentTypeError("must not be empty")
-            return value
+        if kind is str and not value.strip():
+            raise argparse.ArgumentTypeError("must not be empty")
         if kind is float and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        if not ((lo <= value if lo_closed else lo < value) and (value <= hi if hi_closed else value < hi)):
+        if kind is not str and not ((lo <= value if lo_closed else lo < value) and
+                                    (value <= hi if hi_closed else value < hi)):
             raise argparse.ArgumentTypeError(f"{want}, got {text}")
         return value
-    convert.__name__ = name
+    convert.__name__ = kind.__name__
     return convert
 
 
@@ -170,28 +151,43 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(cls, doc, argv=None):
-    """Build the command line from the dataclass ``cls`` (flags, help with defaults and the posts' values,
-    type and range checks, no abbreviations) and return a ``cls`` instance."""
+    """The command line of the dataclass ``cls`` (flags, help with the defaults and the posts' values, type and
+    range checks, no abbreviations) -> a ``cls`` instance."""
     p = _Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     shared = {f.name: f for f in dataclasses.fields(RunArgs)}
     groups = {True: p.add_argument_group("run"), False: p.add_argument_group("hyperparameters")}
     for f in dataclasses.fields(cls):
         meta, default = f.metadata or shared[f.name].metadata, f.default   # a script re-declares some defaults
-        notes = ([f"default: {default}"] if default is not None else []) + \
-            ([f"post: {meta['post']}"] if meta["post"] is not None else [])
-        text = (meta["help"] + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")
+        notes = [f"default: {default}"] * (default not in (None, False)) + [f"post: {meta['post']}"] * (
+            meta["post"] is not None and meta["post"] != default)
         kw = dict(default=None if f.name == "env_id" else default, dest=f.name)   # env_id: None = not given
         if f.type is bool:
             kw["action"] = argparse.BooleanOptionalAction if default else "store_true"
         elif f.type is tuple:
-            kw.update(nargs="+", type=_converter(type(default[0]), meta["range"], "value"))
+            kw.update(nargs="+", type=_converter(type(default[0]), meta["range"]))
         else:
-            kw.update(type=_converter(f.type, meta["range"], f.type.__name__), choices=meta["choices"])
-        groups[f.name in shared].add_argument("--" + f.name.replace("_", "-"), **kw).help = text
+            kw.update(type=_converter(f.type, meta["range"]), choices=meta["choices"])
+        groups[f.name in shared].add_argument("--" + f.name.replace("_", "-"), **kw).help = \
+            (meta["help"] + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")
     args = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(p.parse_args(argv)).items()})
     if not args.load:   # with --load, the env defaults to the model's (load_model)
         resolve_env_id(args)
     return args
+
+
+def prepare(args):
+    """Seed everything, and check now (not after training) that --render and --video can work."""
+    seed_everything(args.seed, args.threads)
+    if args.render and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or
+                                                                  os.environ.get("WAYLAND_DISPLAY")):
+        raise UsageError("--render needs a display, and none was found (DISPLAY is not set); "
+                         "use --video PATH to record the episodes to a file instead")
+    for flag, module, package in (("render", "pygame", ""), ("video", "moviepy", "moviepy ")):
+        try:
+            if getattr(args, flag):
+                __import__(module)
+        except ImportError:
+            raise UsageError(f"--{flag} needs {module}: pip install {package}\"gymnasium[classic-control]\"") from None
 
 
 def resolve_env_id(args, saved=None):
@@ -208,50 +204,35 @@ def seed_everything(seed, threads=1):
     torch.set_num_threads(threads)
 
 
-def prepare(args):
-    """Seed everything, and check now that --render/--video can work (not after a long training)."""
-    seed_everything(args.seed, args.threads)
-    if args.render:
-        check_render_possible()
-    if args.video:
-        check_video_possible()
-
-
-# ----------------------------------------------------------------------------------------------
-# Environments
-# ----------------------------------------------------------------------------------------------
+# --- Environments -------------------------------------------------------------------------------------------------
 def make_env(env_id, discrete, render_mode=None, obs_rms=None, norm_obs=False, norm_reward_gamma=None):
     """``gym.make(env_id)`` with observations flattened to a vector (one-hot for Discrete), episode statistics
     recorded, and optional Gymnasium normalisation; or one clear line saying why this env cannot be used.
-
-    ``discrete``: the script needs a Discrete action space (True) or a bounded Box (False). ``obs_rms``: saved
-    observation statistics, applied frozen (evaluation of a trained model).
-    """
+    ``discrete``: the script needs Discrete actions (True) or a bounded Box (False). ``obs_rms``: saved
+    observation statistics, applied frozen (evaluation of a trained model)."""
     try:
-        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
+        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))  # some envs take no such arg
     except gym.error.NamespaceNotFound as e:
-        raise UsageError(f"unknown environment '{env_id}': {e} Ids in a namespace are registered by their package: "
+        raise UsageError(f"unknown environment '{env_id}': {e} A namespace's ids are registered by its package: "
                          f"install it and name its module first, e.g. --env-id ale_py:{env_id}") from None
     except gym.error.Error as e:
         raise UsageError(f"unknown environment '{env_id}': {e}") from None
     except ImportError as e:
         raise UsageError(f"environment '{env_id}' needs a package that is not installed: {e}") from None
-    except TypeError as e:
-        if render_mode and "render_mode" in str(e):
-            raise UsageError(f"{env_id} cannot render: its constructor takes no render_mode") from None
-        raise
     obs, act = env.observation_space, env.action_space
-    problem = None
-    if isinstance(obs, gym.spaces.Box) and (obs.dtype == np.uint8 and len(obs.shape) >= 2 or len(obs.shape) == 3):
-        problem = f"image observations {obs} (these scripts have no convolutional network)"
-    elif isinstance(obs, (gym.spaces.Text, gym.spaces.Sequence, gym.spaces.Graph)) or not _flattens(obs):
-        problem = f"observations {obs}, which do not flatten to a fixed-size vector"
-    elif discrete and not isinstance(act, gym.spaces.Discrete):
-        problem = f"the action space {act}; this script needs a Discrete action space (use sac.py for Box)"
-    elif not discrete and not (isinstance(act, gym.spaces.Box) and len(act.shape) == 1
-                               and np.isfinite(act.low).all() and np.isfinite(act.high).all()):
-        problem = (f"the action space {act}; SAC needs a continuous (Box) action space: a flat vector of actions "
-                   "with finite bounds (use actor_critic.py or a3c.py for Discrete)")
+    try:
+        flat = gym.spaces.flatdim(obs) > 0 and not isinstance(obs, gym.spaces.Text)
+    except ValueError:
+        flat = False
+    problem = (f"image observations {obs}: these scripts have no convolutional network"
+               if isinstance(obs, gym.spaces.Box) and (obs.dtype == np.uint8 and len(obs.shape) >= 2 or len(obs.shape) == 3)
+               else f"observations {obs}, which do not flatten to a fixed-size vector" if not flat
+               else f"the action space {act}; this script needs a Discrete action space (sac.py: Box)"
+               if discrete and not isinstance(act, gym.spaces.Discrete)
+               else f"the action space {act}; SAC needs a continuous (Box) action space: a flat vector of actions "
+                    "with finite bounds (actor_critic.py, a3c.py: Discrete)"
+               if not discrete and not (isinstance(act, gym.spaces.Box) and len(act.shape) == 1
+                                        and np.isfinite(act.low).all() and np.isfinite(act.high).all()) else None)
     if problem:
         env.close()
         raise UsageError(f"{env_id} has {problem}")
@@ -263,34 +244,26 @@ def make_env(env_id, discrete, render_mode=None, obs_rms=None, norm_obs=False, n
     if norm_obs or obs_rms is not None:
         env = gym.wrappers.NormalizeObservation(env)
         if obs_rms is not None:
-            env.obs_rms.mean, env.obs_rms.var, env.obs_rms.count = (np.asarray(obs_rms[k], np.float64)
-                                                                    for k in ("mean", "var", "count"))
+            env.obs_rms.mean, env.obs_rms.var, env.obs_rms.count = (obs_rms[k].numpy() for k in ("mean", "var",
+                                                                                                   "count"))
             env.update_running_mean = False
     return env
 
 
 def make_vector_env(env_id, n, norm_obs=False, norm_reward_gamma=None):
     """``n`` envs from make_env stepped together. SAME_STEP autoreset: info["final_obs"] holds an episode's real
-    last observation. With ``norm_obs`` all share one set of statistics (returned: it is saved with the model);
-    Gymnasium's vector NormalizeObservation would need NEXT_STEP autoreset."""
+    last observation. With ``norm_obs`` all share one set of statistics (returned: it is saved with the model;
+    Gymnasium's vector NormalizeObservation would need NEXT_STEP autoreset)."""
     envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id, True, norm_obs=norm_obs,
                                                       norm_reward_gamma=norm_reward_gamma)] * n,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    rms = envs.envs[0].obs_rms if norm_obs else None
-    for env in envs.envs if norm_obs else ():
-        env.obs_rms = rms
-    return envs, rms
-
-
-def _flattens(space):
-    try:
-        return gym.spaces.flatdim(space) > 0
-    except (ValueError, NotImplementedError, TypeError):
-        return False
+    for env in envs.envs[1:] if norm_obs else ():
+        env.obs_rms = envs.envs[0].obs_rms
+    return envs, envs.envs[0].obs_rms if norm_obs else None
 
 
 def spaces_of(env):
-    """(observation size after flattening, number of actions or action dimensions) of an env from make_env."""
+    """(observation size, number of actions or action dimensions) of an env from make_env."""
     act = env.action_space
     return env.observation_space.shape[0], int(act.n) if isinstance(act, gym.spaces.Discrete) else act.shape[0]
 
@@ -299,44 +272,20 @@ def default_target(args, env):
     """--target-return defaults to the env's reward_threshold."""
     if args.target_return is None and env.spec is not None:
         args.target_return = env.spec.reward_threshold
-    return args.target_return
 
 
-def check_render_possible():
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise UsageError("--render needs a display, and none was found (DISPLAY is not set); "
-                         "use --video PATH to record the episodes to a file instead")
-    try:
-        import pygame  # noqa: F401  (classic-control rendering)
-    except ImportError:
-        raise UsageError("--render needs pygame: pip install \"gymnasium[classic-control]\"") from None
-
-
-def check_video_possible():
-    try:
-        import moviepy  # noqa: F401
-    except ImportError:
-        raise UsageError("--video needs moviepy (and pygame for classic-control envs): "
-                         "pip install moviepy \"gymnasium[classic-control]\"") from None
-
-
-# ----------------------------------------------------------------------------------------------
-# Run folder, TensorBoard, progress line, and saving whatever ends the training loop
-# ----------------------------------------------------------------------------------------------
+# --- Run folder, TensorBoard, progress line, and saving whatever ends the training loop ---------------------------
 class RunLogger:
     """A run folder ``<logdir>/<env>__<algo>__<seed>__<time>`` with TensorBoard events, config.json and model.pt.
-
     ``episode()`` records a finished episode (x-axis: env steps) and prints a progress line every
-    ``print_interval`` episodes; ``done()`` tells the loop to stop (solved, or Ctrl-C/SIGTERM).
-    """
+    ``print_interval`` episodes; ``done()`` tells the loop to stop (solved, or Ctrl-C/SIGTERM)."""
 
     def __init__(self, args, algo, model_kwargs):
         from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only training needs it
         self.args, self.algo, self.model_kwargs = args, algo, model_kwargs
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        self.dir = make_run_dir(args.logdir, f"{args.env_id.replace('/', '_').replace(':', '_')}__{algo}__"
-                                             f"{args.seed}__{stamp}")
-        config = {"algo": algo, **hyperparams(args)}
+        name = f"{args.env_id.replace('/', '_').replace(':', '_')}__{algo}__{args.seed}__"
+        self.dir = make_run_dir(args.logdir, name + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        config = {"algo": algo, **dataclasses.asdict(args)}
         try:
             with open(os.path.join(self.dir, "config.json"), "w") as f:
                 json.dump(config, f, indent=2)
@@ -344,16 +293,12 @@ class RunLogger:
             self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
                                  "\n".join(f"|{k}|{v}|" for k, v in config.items()))
         except OSError as e:
-            raise Failure(f"cannot write the run folder {self.dir}: {describe_os_error(e)}") from None
-        self.returns = collections.deque(maxlen=args.return_window)
-        self.recent, self.episodes, self.step, self.start = [], 0, 0, time.time()
+            raise Failure(f"cannot write the run folder: {os_error(e, self.dir)}") from None
+        self.returns, self.recent, self.episodes, self.step, self.start = [], [], 0, 0, time.time()
         self.reason, self.solved, self._sps_mark = "reached --total-timesteps", False, (self.start, 0)
         self.snapshot = self.model = self.obs_rms = None
+        self.model_path = os.path.join(self.dir, "model.pt")
         print(f"run folder: {self.dir}  (tensorboard --logdir {args.logdir})")
-
-    @property
-    def model_path(self):
-        return os.path.join(self.dir, "model.pt")
 
     def elapsed(self):
         return time.time() - self.start
@@ -364,40 +309,34 @@ class RunLogger:
 
     def episode(self, ret, length, step):
         """Record one finished episode that ended at env step ``step``."""
-        self.episodes += 1
-        self.returns.append(float(ret))
-        self.recent.append(float(ret))
-        self.step = max(self.step, step)
+        a, ret = self.args, float(ret)
+        self.episodes, self.step = self.episodes + 1, max(self.step, step)
+        self.returns = (self.returns + [ret])[-a.return_window:]
+        self.recent.append(ret)
         self.scalars({"charts/episodic_return": ret, "charts/episodic_length": length}, step)
-        if self.episodes % self.args.print_interval == 0:
+        if self.episodes % a.print_interval == 0:
             now = time.time()
-            sps = (step - self._sps_mark[1]) / max(now - self._sps_mark[0], 1e-9)
-            self._sps_mark = (now, step)
+            sps, self._sps_mark = (step - self._sps_mark[1]) / max(now - self._sps_mark[0], 1e-9), (now, step)
             self.writer.add_scalar("charts/SPS", sps, step)
-            print(f"# of episode: {self.episodes}, avg score: {np.mean(self.recent):.1f}  "
-                  f"(last {len(self.returns)}: {np.mean(self.returns):.1f})  "
-                  f"steps: {step}  {sps:,.0f} steps/s  {now - self.start:.1f}s", flush=True)
+            print(f"# of episode: {self.episodes}, avg score: {np.mean(self.recent):.1f}  (last "
+                  f"{len(self.returns)}: {np.mean(self.returns):.1f})  steps: {step}  {sps:,.0f} steps/s  "
+                  f"{now - self.start:.1f}s", flush=True)
             self.recent = []
-            self._take_snapshot()
-        a = self.args
-        if (a.target_return is not None and not a.keep_training and len(self.returns) == self.returns.maxlen
-                and not self.solved and float(np.mean(self.returns)) >= a.target_return):
+            state = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if self.model else {}
+            if state and all_finite(state):
+                self.snapshot = (self.step, state)      # the last finite weights: what a diverged run saves
+        if (a.target_return is not None and not a.keep_training and not self.solved
+                and len(self.returns) == a.return_window and np.mean(self.returns) >= a.target_return):
             self.solved, self.reason = True, f"solved (mean return >= {a.target_return:g})"
 
     def done(self):
         """True once the loop should stop: solved (unless --keep-training), or Ctrl-C/SIGTERM received."""
         return self.solved or stop_requested()
 
-    def _take_snapshot(self):   # the last weights known to be finite: what a diverged run saves
-        if self.model is not None:
-            state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            if all_finite(state):
-                self.snapshot = (self.step, state)
-
     @contextlib.contextmanager
     def training(self, model, obs_rms=None):
         """Wrap the training loop. Ctrl-C/SIGTERM make ``done()`` true (a second one stops at once); whatever ends
-        the loop, model.pt is saved, with finite weights only, and the summary printed, all without interruption."""
+        the loop, model.pt is saved (finite weights only) and the summary printed, with signals held off."""
         self.model, self.obs_rms, error = model, obs_rms, None
         _signals.graceful = True
         try:
@@ -407,9 +346,11 @@ class RunLogger:
         except BaseException as e:
             error = e
         finally:
-            _signals.graceful = False
-            with shielded():
+            _signals.graceful, _signals.shielded = False, True
+            try:
                 error = self._finish(error)
+            finally:
+                _signals.shielded = False
         if error is not None:
             raise error
         if stop_requested():
@@ -420,57 +361,47 @@ class RunLogger:
             self.reason = "interrupted" + (" (SIGTERM)" if _signals.received == signal.SIGTERM else "")
         elif error is not None:
             self.reason = "stopped by an error"
-        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        saved = None
+        state, note = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}, ""
         if not all_finite(state):
-            if self.snapshot:
-                state, saved = self.snapshot[1], f" (the weights of env step {self.snapshot[0]}, the last finite ones)"
+            state, note = self.snapshot[1] if self.snapshot else None, (
+                f" (the weights of env step {self.snapshot[0]}: the last finite ones)" if self.snapshot else "")
+        rms = self.obs_rms and {k: torch.as_tensor(np.asarray(getattr(self.obs_rms, k), np.float64))
+                                for k in ("mean", "var", "count")}
+        try:
+            if state is None:
+                note = "model not saved: its weights are not finite and no earlier ones were kept"
             else:
-                print(f"model not saved: its weights are not finite (nan/inf) and no earlier weights were kept")
-                state = None
-        if state is not None:
-            rms = self.obs_rms and {k: torch.as_tensor(np.asarray(getattr(self.obs_rms, k), np.float64))
-                                    for k in ("mean", "var", "count")}
-            try:
                 save_model(self.model_path, self.algo, self.args.env_id, self.model_kwargs, state,
-                           hyperparams(self.args), obs_rms=rms)
-                saved = saved or ""
-            except OSError as e:
-                print(f"model not saved: {describe_os_error(e, self.model_path)}")
-                error = error or Failure(f"cannot write {self.model_path}: {describe_os_error(e)}")
+                           dataclasses.asdict(self.args), obs_rms=rms)
+        except OSError as e:
+            note, error = f"model not saved: {os_error(e, self.model_path)}", error or Failure(
+                f"cannot write the model: {os_error(e, self.model_path)}")
         try:
             self.writer.close()   # flushes the events first
         except OSError as e:
-            error = error or Failure(f"cannot write the TensorBoard events in {self.dir}: {describe_os_error(e)}")
+            error = error or Failure(f"cannot write the TensorBoard events: {os_error(e, self.dir)}")
         mean = f"{np.mean(self.returns):.1f}" if self.returns else "n/a"
         print(f"{self.reason} after {self.step} env steps, {self.episodes} episodes, {self.elapsed():.1f}s; "
               f"mean return of the last {len(self.returns)} episodes: {mean}")
-        if saved is not None:
-            script = f"{self.algo}.py"
-            print(f"model saved to {self.model_path}{saved}\n  watch it: python {script} --load {self.dir} --render")
+        print(note if note.startswith("model not saved") else f"model saved to {self.model_path}{note}\n  "
+              f"watch it: python {self.algo}.py --load {self.dir} --render")
         return error
 
 
 def make_run_dir(logdir, name):
     """Create a new folder ``logdir/name`` (``name-2``, ``-3``... if taken): race-free, one clear error."""
-    if os.path.exists(logdir) and not os.path.isdir(logdir):
-        raise Failure(f"--logdir {logdir} is a file, not a folder")
     try:
+        if os.path.exists(logdir) and not os.path.isdir(logdir):
+            raise NotADirectoryError(20, "it is a file, not a folder", logdir)
         os.makedirs(logdir, exist_ok=True)
-        for n in range(1, 10_000):
-            path = os.path.join(logdir, name if n == 1 else f"{name}-{n}")
-            try:
+        for n in range(1, 1000):
+            path = os.path.join(logdir, name + (f"-{n}" if n > 1 else ""))
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(path)     # atomic: two runs never get the same folder
                 return path
-            except FileExistsError:
-                continue
     except OSError as e:
-        raise Failure(f"cannot create a run folder in {logdir}: {describe_os_error(e)}") from None
-    raise Failure(f"cannot create a run folder in {logdir}: too many runs named {name}")
-
-
-def hyperparams(args):
-    return {k: v for k, v in dataclasses.asdict(args).items()}
+        raise Failure(f"cannot create a run folder in --logdir: {os_error(e, logdir)}") from None
+    raise Failure(f"cannot create a run folder in --logdir {logdir}: too many runs named {name}")
 
 
 def all_finite(state):
@@ -480,15 +411,12 @@ def all_finite(state):
 def check_finite(update, step, **losses):
     """The divergence guard: stop at once when a loss is nan or inf, saying which loss and when."""
     for name, value in losses.items():
-        value = float(value)
-        if not math.isfinite(value):
+        if not math.isfinite(value := float(value)):
             raise Failure(f"training diverged: {name} is {value} at update {update} (env step {step}); "
                           "try a smaller learning rate, or check the env's rewards and observations")
 
 
-# ----------------------------------------------------------------------------------------------
-# Saving and loading
-# ----------------------------------------------------------------------------------------------
+# --- Saving, loading and evaluating a model -----------------------------------------------------------------------
 def save_model(path, algo, env_id, model_kwargs, state_dict, hyperparams=None, obs_rms=None):
     """Write ``path`` atomically: a crash, Ctrl-C or full disk never leaves a half-written model file."""
     payload = {"algo": algo, "env_id": env_id, "model_kwargs": model_kwargs, "state_dict": state_dict,
@@ -502,8 +430,7 @@ def save_model(path, algo, env_id, model_kwargs, state_dict, hyperparams=None, o
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        os.remove(tmp)
         raise
     return path
 
@@ -528,21 +455,17 @@ def load_model(path, algo, args=None):
     return payload
 
 
-def evaluate(args, discrete, act, model_kwargs, obs_rms=None):
-    """Play --eval-episodes with ``act(obs) -> action`` and print each return and the mean. The env must have
-    the spaces the model was built for; --render shows a window, --video records MP4s into a folder."""
-    if args.render:
-        check_render_possible()
-    if args.video:
-        check_video_possible()
+def evaluate(args, discrete, act, saved):
+    """Play --eval-episodes with ``act(obs) -> action`` in an env with the spaces of the ``saved`` model (and its
+    frozen observation statistics); print each return and the mean. --render: a window; --video: MP4 files."""
     env = make_env(args.env_id, discrete, "human" if args.render else ("rgb_array" if args.video else None),
-                   obs_rms=obs_rms)
-    want, have = (model_kwargs["obs_dim"], model_kwargs.get("n_actions", model_kwargs.get("act_dim"))), spaces_of(env)
-    if want != have:
+                   obs_rms=saved.get("obs_rms"))
+    kw, (obs_dim, n_act) = saved["model_kwargs"], spaces_of(env)
+    if (kw["obs_dim"], kw.get("n_actions", kw.get("act_dim"))) != (obs_dim, n_act):
         env.close()
-        what = "actions" if discrete else "action dimensions"
-        raise UsageError(f"the model was trained on {want[0]} observation values and {want[1]} {what}, but "
-                         f"{args.env_id} has {have[0]} and {have[1]}")
+        raise UsageError(f"the model was trained on {kw['obs_dim']} observation values and "
+                         f"{kw.get('n_actions', kw.get('act_dim'))} {'actions' if discrete else 'action dimensions'}"
+                         f", but {args.env_id} has {obs_dim} and {n_act}")
     if args.video:
         env = gym.wrappers.RecordVideo(env, args.video, episode_trigger=lambda _: True, disable_logger=True)
     returns = []
@@ -557,19 +480,16 @@ def evaluate(args, discrete, act, model_kwargs, obs_rms=None):
             print(f"eval episode {ep + 1}: return {ret:.1f}", flush=True)
     finally:
         env.close()
-    print(f"mean return over {len(returns)} episodes: {np.mean(returns):.1f}")
-    if args.video:
-        print(f"videos written to {args.video}")
+    print(f"mean return over {len(returns)} episodes: {np.mean(returns):.1f}" +
+          (f"\nvideos written to {args.video}" if args.video else ""))
     return returns
 
 
-# ----------------------------------------------------------------------------------------------
-# Worker processes (a3c.py)
-# ----------------------------------------------------------------------------------------------
+# --- Worker processes (a3c.py) ------------------------------------------------------------------------------------
 def start_processes(ctx, n, target, args, name):
-    """Start ``n`` daemon processes ``target(rank, *args)``. They ignore Ctrl-C and SIGTERM (a terminal or
+    """Start ``n`` daemon processes ``target(rank, *args)``. They ignore Ctrl-C and SIGTERM (a terminal or a
     ``kill`` of the process group reaches them too): the main process stops them through an event."""
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    old = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]
     try:
         procs = [ctx.Process(target=target, args=(rank, *args), name=f"{name}-{rank}", daemon=True)
                  for rank in range(n)]
@@ -584,17 +504,16 @@ def start_processes(ctx, n, target, args, name):
 def drain(queue, timeout=0.0):
     """The messages waiting on ``queue``, waiting up to ``timeout`` seconds for the first one."""
     msgs = []
-    try:
+    with contextlib.suppress(queue_lib.Empty, OSError, ValueError, EOFError):
         if timeout:
             msgs.append(queue.get(timeout=timeout))
         while True:
             msgs.append(queue.get_nowait())
-    except (queue_lib.Empty, OSError, ValueError, EOFError):
-        return msgs
+    return msgs
 
 
 def dead_process(procs):
-    """(rank, 'exit status N' / 'signal N') of the first process that has exited, or None."""
+    """(rank, "signal N" or "exit status N") of the first process that has exited, or None."""
     for rank, p in enumerate(procs):
         if p.exitcode is not None:
             return rank, f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit status {p.exitcode}"
@@ -603,10 +522,10 @@ def dead_process(procs):
 
 def stop_processes(procs, stop, queue, timeout=5.0):
     """Set ``stop``, wait up to ``timeout`` s for every process (draining ``queue`` so none blocks on it), then
-    kill stragglers. Returns the messages drained meanwhile: none is lost."""
+    kill stragglers. Returns the messages drained meanwhile: none is lost. Signals wait until it is done."""
     stop.set()
-    msgs, deadline = [], time.monotonic() + timeout
-    with shielded():   # a second Ctrl-C must not leave orphans behind
+    msgs, deadline, _signals.shielded = [], time.monotonic() + timeout, True
+    try:
         while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
             msgs += drain(queue)
             multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=0.05)
@@ -614,4 +533,6 @@ def stop_processes(procs, stop, queue, timeout=5.0):
             if p.is_alive():
                 p.kill()
             p.join()
+    finally:
+        _signals.shielded = False
     return msgs + drain(queue)

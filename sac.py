@@ -269,7 +269,7 @@ def main(argv=None):
 
     def act(obs):                 # the deterministic (mean) action bias + scale·tanh(μ)
         return pi.act(torch.as_tensor(obs, dtype=torch.float32, device=args.device), deterministic=True).cpu().numpy()
-    common.evaluate(args, False, act, saved["model_kwargs"])
+    common.evaluate(args, False, act, saved)
 
 
 if __name__ == "__main__":
