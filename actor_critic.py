@@ -100,6 +100,9 @@ def train_net(model, optimizer, s, a, r, s_next, terminated, gamma, ent_coef=0.0
 
 
 def train(args):
+    if args.n_rollout * args.num_envs > args.total_timesteps:
+        raise common.UsageError(f"one rollout (--n-rollout x --num-envs = {args.n_rollout * args.num_envs} env "
+                                f"steps) is longer than --total-timesteps {args.total_timesteps}")
     envs, obs_rms = common.make_vector_env(args.env_id, args.num_envs, args.norm_obs,
                                            args.gamma if args.norm_reward else None)
     common.default_target(args, envs.envs[0])

@@ -390,9 +390,9 @@ class RunLogger:
 
 def make_run_dir(logdir, name):
     """Create a new folder ``logdir/name`` (``name-2``, ``-3``... if taken): race-free, one clear error."""
+    if os.path.exists(logdir) and not os.path.isdir(logdir):
+        raise Failure(f"--logdir {logdir} is a file, not a folder")
     try:
-        if os.path.exists(logdir) and not os.path.isdir(logdir):
-            raise NotADirectoryError(20, "it is a file, not a folder", logdir)
         os.makedirs(logdir, exist_ok=True)
         for n in range(1, 1000):
             path = os.path.join(logdir, name + (f"-{n}" if n > 1 else ""))
@@ -400,7 +400,7 @@ def make_run_dir(logdir, name):
                 os.mkdir(path)     # atomic: two runs never get the same folder
                 return path
     except OSError as e:
-        raise Failure(f"cannot create a run folder in --logdir: {os_error(e, logdir)}") from None
+        raise Failure(f"cannot create a run folder in --logdir {logdir}: {os_error(e)}") from None
     raise Failure(f"cannot create a run folder in --logdir {logdir}: too many runs named {name}")
 
 

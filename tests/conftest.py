@@ -1,7 +1,10 @@
-"""Shared test helpers: run a script as a user would, with no display and one torch thread."""
+"""Shared test helpers: run a script as a user would, with no display; find processes it left behind."""
+import glob
 import os
 import subprocess
 import sys
+import time
+import uuid
 
 import pytest
 
@@ -15,6 +18,46 @@ def run_script(script, *args, timeout=120, env=None):
     full_env.update(env or {})
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def start_script(script, *args):
+    """Start ``python script args...`` in its own process group, with a unique marker in its environment (see
+    ``assert_no_process_left``). Returns (Popen with text pipes, marker)."""
+    marker = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["A3C_TEST_MARKER"] = marker
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return proc, marker
+
+
+def wait_for_training(proc):
+    """Read stdout until the first progress line: training has really started."""
+    for line in proc.stdout:
+        if line.startswith("# of episode"):
+            return
+    raise AssertionError("the script ended before training started: " + proc.stderr.read())
+
+
+def processes_with(marker):
+    found = []
+    for environ in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            with open(environ, "rb") as f:
+                if f"A3C_TEST_MARKER={marker}".encode() in f.read():
+                    found.append(int(environ.split("/")[2]))
+        except OSError:
+            pass
+    return found
+
+
+def assert_no_process_left(marker, grace=5.0):
+    if not sys.platform.startswith("linux"):
+        return
+    deadline = time.time() + grace
+    while processes_with(marker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert processes_with(marker) == []
 
 
 def assert_one_line_error(proc, *fragments):

@@ -1,7 +1,9 @@
 """a3c.py: n-step targets, one gradient per update, the shared optimizer, and whole runs as a user starts them
 (2 workers with spawn, a failing worker, Ctrl-C to the process group, the CLI): no process may be left behind."""
 import glob
+import multiprocessing
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -10,6 +12,7 @@ import time
 import uuid
 from types import SimpleNamespace
 
+import gymnasium as gym
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +20,8 @@ import torch.nn.functional as F
 import a3c
 import common
 from a3c import ActorCritic
-from conftest import ROOT, assert_one_line_error, run_script
+from conftest import ROOT, assert_no_process_left, assert_one_line_error, parse, run_script
+from envs import CounterEnv
 
 
 # ------------------------------------------------------------------------------------------ n-step targets
@@ -126,6 +130,65 @@ def test_shared_adam_is_adam_with_its_state_in_shared_memory():
     assert opt.steps.item() == 3
 
 
+# ------------------------------------------------------------------------------------- the worker loop
+def run_workers(monkeypatch, env_id, *argv, workers=1, steps_each=30):
+    """Run ``train_worker`` in this process for each rank in turn, all on one global model and one SharedAdam,
+    recording every rollout it hands to ``update_global``. Returns (rollouts, queued messages, optimizer)."""
+    args = parse(a3c, "--env-id", env_id, "--hidden", "8", *argv)
+    kwargs = dict(obs_dim=1, n_actions=2, hidden=8)
+    global_model = ActorCritic(**kwargs).share_memory()
+    optimizer = a3c.SharedAdam(global_model.parameters(), lr=1e-3)
+    rollouts, real_update = [], a3c.update_global
+
+    def spy(local_model, model, opt, s, a, rewards, terminated, args):
+        rollouts.append((s[:, 0].tolist(), list(rewards), terminated))
+        return real_update(local_model, model, opt, s, a, rewards, terminated, args)
+    monkeypatch.setattr(a3c, "update_global", spy)
+    counter, msgs = multiprocessing.Value("q", 0), queue.Queue()
+    for rank in range(workers):
+        args.total_timesteps = steps_each * (rank + 1)
+        a3c.train_worker(rank, args, kwargs, global_model, optimizer, counter, multiprocessing.Event(), msgs)
+    return rollouts, [msgs.get() for _ in range(msgs.qsize())], optimizer
+
+
+@pytest.fixture(scope="module")
+def counter_envs():
+    gym.register("A3CTestTruncated-v0", entry_point=lambda **kw: CounterEnv(None, **kw), max_episode_steps=3)
+    gym.register("A3CTestTerminated-v0", entry_point=lambda **kw: CounterEnv(3, **kw), max_episode_steps=10)
+
+
+def test_a_truncated_rollout_bootstraps_from_the_real_last_observation(monkeypatch, counter_envs):
+    rollouts, msgs, _ = run_workers(monkeypatch, "A3CTestTruncated-v0", "--update-interval", "5")
+    for states, rewards, terminated in rollouts:
+        assert states == [0.0, 1.0, 2.0, 3.0] and not terminated   # s_n = 3 (not the reset 0), bootstrapped
+    episodes = [m for m in msgs if m[0] == "episode"]
+    assert len(episodes) == len(rollouts) >= 10                       # the episode ends on truncation
+    assert all(m[2:4] == (3.0, 3) for m in episodes)
+
+
+def test_a_terminated_rollout_does_not_bootstrap_and_a_cut_one_does(monkeypatch, counter_envs):
+    rollouts, _, _ = run_workers(monkeypatch, "A3CTestTerminated-v0", "--update-interval", "2")
+    assert rollouts[0] == ([0.0, 1.0, 2.0], [0.01, 0.01], False)      # cut after 2 steps: bootstraps from V(2)
+    assert rollouts[1] == ([2.0, 3.0], [0.01], True)                  # ended by termination: no bootstrap
+    assert rollouts[2][0][0] == 0.0                                   # then a fresh episode
+
+
+def test_workers_advance_one_shared_adam(monkeypatch, counter_envs):
+    rollouts, _, optimizer = run_workers(monkeypatch, "A3CTestTruncated-v0", "--update-interval", "5", workers=2)
+    assert optimizer.steps.item() == len(rollouts) >= 20
+
+
+def test_the_advantage_is_a_constant_for_the_policy_loss(monkeypatch):
+    torch.manual_seed(0)
+    model = ActorCritic(4, 2, hidden=8)
+    s, a, r = rollout()
+    monkeypatch.setattr(a3c.F, "smooth_l1_loss", lambda v, y: (v * 0).sum())   # keep only the policy loss
+    loss, *_ = a3c.a3c_loss(model, s, a, r, False, 0.9)
+    loss.backward()
+    assert model.fc_pi.weight.grad.abs().sum() > 0
+    assert model.fc_v.weight.grad.abs().sum() == 0 and model.fc_v.bias.grad.abs().sum() == 0   # no grad via A
+
+
 # ----------------------------------------------------------------------------------------- whole runs
 def run_a3c(*args, timeout=90, **env):
     """Run a3c.py with a unique marker in its environment; afterwards no process may still carry it."""
@@ -133,27 +196,6 @@ def run_a3c(*args, timeout=90, **env):
     proc = run_script("a3c.py", *args, timeout=timeout, env={"A3C_TEST_MARKER": marker, **env})
     assert_no_process_left(marker)
     return proc
-
-
-def processes_with(marker):
-    found = []
-    for environ in glob.glob("/proc/[0-9]*/environ"):
-        try:
-            with open(environ, "rb") as f:
-                if f"A3C_TEST_MARKER={marker}".encode() in f.read():
-                    found.append(int(environ.split("/")[2]))
-        except OSError:
-            pass
-    return found
-
-
-def assert_no_process_left(marker, grace=5.0):
-    if not sys.platform.startswith("linux"):
-        return
-    deadline = time.time() + grace
-    while processes_with(marker) and time.time() < deadline:
-        time.sleep(0.1)
-    assert processes_with(marker) == []
 
 
 def test_two_spawned_workers_train_log_and_leave_nothing_behind(tmp_path):

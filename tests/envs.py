@@ -1,0 +1,53 @@
+"""Tiny environments for the tests, registered on import; a script reaches them as --env-id tests.envs:<Id>."""
+import gymnasium as gym
+import numpy as np
+
+
+class CounterEnv(gym.Env):
+    """obs = [t]; reward 1; terminates at t == ``terminate_at`` (if given); the time limit truncates the rest."""
+    observation_space = gym.spaces.Box(0.0, 10.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, terminate_at=None, render_mode=None):
+        self.terminate_at, self.render_mode = terminate_at, render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t], np.float32), 1.0, self.t == self.terminate_at, False, {}
+
+
+class NanRewardEnv(CounterEnv):
+    """A CartPole-sized env whose reward turns into nan after 300 steps: training must stop, not save garbage."""
+    observation_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+    steps = 0
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(4, np.float32), super().reset(seed=seed)[1]
+
+    def step(self, action):
+        NanRewardEnv.steps += 1
+        obs, r, *rest = super().step(action)
+        return np.full(4, obs[0] / 20, np.float32), float("nan") if NanRewardEnv.steps > 300 else r, *rest
+
+
+class NanRewardBoxEnv(NanRewardEnv):
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+
+class NoArgsEnv(CounterEnv):
+    """A coursework-style env whose constructor takes no arguments at all (no render_mode)."""
+
+    def __init__(self):
+        super().__init__(terminate_at=5)
+
+
+gym.register("TestCounter-v0", entry_point=CounterEnv, max_episode_steps=3)
+gym.register("TestNanReward-v0", entry_point=NanRewardEnv, max_episode_steps=20)
+gym.register("TestNanRewardBox-v0", entry_point=NanRewardBoxEnv, max_episode_steps=20)
+gym.register("TestNoArgs-v0", entry_point=NoArgsEnv, max_episode_steps=50)
