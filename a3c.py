@@ -18,12 +18,9 @@ import common  # first: Ctrl-C and SIGTERM stay quiet while torch loads
 
 import contextlib
 import math
-import multiprocessing
 import os
 import random
 import sys
-import time
-import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,6 +125,8 @@ def update_global(local_model, global_model, optimizer, s, a, rewards, terminate
     None: both then alias one tensor that is never zeroed again and sums every gradient so far. Fresh tensors
     from ``torch.autograd.grad`` are applied exactly once."""
     loss, *stats = a3c_loss(local_model, s, a, rewards, terminated, args.gamma, args.ent_coef)
+    if not torch.isfinite(loss):  # a nan/inf loss never reaches the global model: the worker stops (check_finite)
+        return stats
     for p, g in zip(global_model.parameters(), torch.autograd.grad(loss, list(local_model.parameters()))):
         p.grad = g
     if args.max_grad_norm:
@@ -162,19 +161,7 @@ class FastPolicy:
 
 
 def worker(rank, args, model_kwargs, global_model, optimizer, counter, stop, queue):
-    """Training process ``rank``: rollouts and updates until ``stop`` is set; an error goes to ``queue``."""
-    try:
-        train_worker(rank, args, model_kwargs, global_model, optimizer, counter, stop, queue)
-    except BaseException as e:  # noqa: BLE001  (reported by the main process, which exits non-zero)
-        stop.set()
-        text = str(e) if isinstance(e, common.Failure) else f"{type(e).__name__}: {e}"
-        queue.put(("error", rank, text, traceback.format_exc()))
-        queue.close()
-        queue.join_thread()
-        sys.exit(1)
-
-
-def train_worker(rank, args, model_kwargs, global_model, optimizer, counter, stop, queue):
+    """Training process ``rank``: rollouts and updates of the global model until ``stop`` is set."""
     seed = args.seed + rank
     common.seed_everything(seed, threads=1)
     fail_at = int(os.environ.get("A3C_TEST_FAIL_AT_STEP", 0)) if rank == 0 else 0   # test hook
@@ -188,7 +175,7 @@ def train_worker(rank, args, model_kwargs, global_model, optimizer, counter, sto
     s_buf, a_buf, rewards = torch.zeros(T + 1, model_kwargs["obs_dim"]), torch.zeros(T, dtype=torch.long), [0.0] * T
     s_np, a_np = s_buf.numpy(), a_buf.numpy()
     obs, _ = env.reset(seed=seed)
-    parent, local_steps, updates, next_check = multiprocessing.parent_process(), 0, 0, time.monotonic() + 1.0
+    local_steps, updates = 0, 0
     while not stop.is_set():
         n, terminated, done = 0, False, False
         while n < T and not done:
@@ -215,10 +202,6 @@ def train_worker(rank, args, model_kwargs, global_model, optimizer, counter, sto
             stop.set()
         if fail_at and local_steps >= fail_at:
             raise RuntimeError(f"A3C_TEST_FAIL_AT_STEP={fail_at} reached")
-        if time.monotonic() > next_check:   # never outlive a main process that was killed hard
-            next_check = time.monotonic() + 1.0
-            if parent is not None and not parent.is_alive():
-                break
     env.close()
 
 
@@ -231,17 +214,10 @@ def train(args):
     global_model = ActorCritic(**model_kwargs).share_memory()
     ctx = mp.get_context(args.start_method)
     optimizer = SharedAdam(global_model.parameters(), lr=args.learning_rate, lock=ctx.Lock())
-    counter, stop, queue = ctx.Value("q", 0), ctx.Event(), ctx.Queue()
-    from torch.utils.tensorboard import SummaryWriter  # noqa: F401  (before the fork: the writer starts a thread)
-    procs = common.start_processes(ctx, args.num_workers, worker,
-                                   (args, model_kwargs, global_model, optimizer, counter, stop, queue), "a3c-worker")
-    try:
-        log = common.RunLogger(args, "a3c", model_kwargs)
-    except BaseException:
-        common.stop_processes(procs, stop, queue)
-        raise
+    counter = ctx.Value("q", 0)
+    log = common.RunLogger(args, "a3c", model_kwargs)
 
-    def handle(msgs):
+    def handle(msgs):   # the main process only logs what the workers report
         for kind, rank, *data in msgs:
             if kind == "episode":
                 log.episode(*data)
@@ -250,20 +226,17 @@ def train(args):
             elif kind == "error":
                 with open(os.path.join(log.dir, "worker_error.log"), "w") as f:
                     f.write(f"worker {rank}:\n{data[1]}")
-                raise common.Failure(f"worker {rank} failed: {data[0]}  (traceback in {f.name})")
+                raise (common.Diverged if data[2] else common.Failure)(f"worker {rank} failed: {data[0]}  "
+                                                                       f"(traceback in {f.name})")
 
     with log.training(global_model):
+        workers = common.Workers(ctx, args.num_workers, worker, (args, model_kwargs, global_model, optimizer, counter))
         try:
-            while not (log.done() or stop.is_set()):
-                handle(common.drain(queue, timeout=0.2))
-                dead = common.dead_process(procs)
-                if dead and not stop.is_set():   # exited before the stop signal: killed, or crashed
-                    handle(common.drain(queue, timeout=0.5))
-                    raise common.Failure(f"worker {dead[0]} died ({dead[1]})")
+            while not (log.done() or workers.stop.is_set()):
+                handle(workers.messages(timeout=0.2))
         finally:
-            msgs = common.stop_processes(procs, stop, queue)   # no episode a worker finished is lost
+            handle(workers.stop_all())
             log.step = max(log.step, counter.value)
-            handle(msgs)
     return global_model, log
 
 

@@ -91,11 +91,13 @@ def compute_losses(model, s, a, r, s_next, terminated, gamma):
 def train_net(model, optimizer, s, a, r, s_next, terminated, gamma, ent_coef=0.0, max_grad_norm=0.0):
     """One gradient step on a rollout batch; returns (policy_loss, value_loss, entropy), detached."""
     policy_loss, value_loss, entropy, _ = compute_losses(model, s, a, r, s_next, terminated, gamma)
-    optimizer.zero_grad()
-    (policy_loss + value_loss - ent_coef * entropy).backward()
-    if max_grad_norm:
-        nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
+    loss = policy_loss + value_loss - ent_coef * entropy
+    if torch.isfinite(loss):      # a nan/inf loss never reaches the weights: the caller stops (check_finite)
+        optimizer.zero_grad()
+        loss.backward()
+        if max_grad_norm:
+            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
     return policy_loss.detach(), value_loss.detach(), entropy.detach()
 
 

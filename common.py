@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
 
 def _quiet_exit(signum, frame):   # Ctrl-C/SIGTERM while torch loads: nothing is trained yet, leave quietly
@@ -42,6 +43,10 @@ class UsageError(Exception):
 
 class Failure(Exception):
     """The run cannot go on (divergence, a dead worker, a disk that refuses writes): one line, exit status 1."""
+
+
+class Diverged(Failure):
+    """A loss became nan or inf: the run saves the weights of its last progress line, if it has them."""
 
 
 # --- Signals: the first Ctrl-C/SIGTERM asks the training loop to stop; saving is never interrupted ---------------
@@ -281,27 +286,32 @@ class RunLogger:
     ``print_interval`` episodes; ``done()`` tells the loop to stop (solved, or Ctrl-C/SIGTERM)."""
 
     def __init__(self, args, algo, model_kwargs):
-        from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only training needs it
         self.args, self.algo, self.model_kwargs = args, algo, model_kwargs
         name = f"{args.env_id.replace('/', '_').replace(':', '_')}__{algo}__{args.seed}__"
         self.dir = make_run_dir(args.logdir, name + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-        config = {"algo": algo, **dataclasses.asdict(args)}
+        self.config = {"algo": algo, **dataclasses.asdict(args)}
         try:
             with open(os.path.join(self.dir, "config.json"), "w") as f:
-                json.dump(config, f, indent=2)
-            self.writer = SummaryWriter(self.dir)
-            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
-                                 "\n".join(f"|{k}|{v}|" for k, v in config.items()))
+                json.dump(self.config, f, indent=2)
         except OSError as e:
             raise Failure(f"cannot write the run folder: {os_error(e, self.dir)}") from None
         self.returns, self.recent, self.episodes, self.step, self.start = [], [], 0, 0, time.time()
         self.reason, self.solved, self._sps_mark = "reached --total-timesteps", False, (self.start, 0)
-        self.snapshot = self.model = self.obs_rms = None
+        self.snapshot = self.model = self.obs_rms = self._writer = None
         self.model_path = os.path.join(self.dir, "model.pt")
         print(f"run folder: {self.dir}  (tensorboard --logdir {args.logdir})")
 
     def elapsed(self):
         return time.time() - self.start
+
+    @property
+    def writer(self):   # started at first use: a3c.py forks its workers before this thread exists
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only training needs it
+            self._writer = SummaryWriter(self.dir)
+            self._writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
+                                  "\n".join(f"|{k}|{v}|" for k, v in self.config.items()))
+        return self._writer
 
     def scalars(self, values, step):
         for tag, value in values.items():
@@ -362,9 +372,9 @@ class RunLogger:
         elif error is not None:
             self.reason = "stopped by an error"
         state, note = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}, ""
-        if not all_finite(state):
+        if self.snapshot and isinstance(error, Diverged) or not all_finite(state):
             state, note = self.snapshot[1] if self.snapshot else None, (
-                f" (the weights of env step {self.snapshot[0]}: the last finite ones)" if self.snapshot else "")
+                f" (the weights of env step {self.snapshot[0]}, before the divergence)" if self.snapshot else "")
         rms = self.obs_rms and {k: torch.as_tensor(np.asarray(getattr(self.obs_rms, k), np.float64))
                                 for k in ("mean", "var", "count")}
         try:
@@ -412,7 +422,7 @@ def check_finite(update, step, **losses):
     """The divergence guard: stop at once when a loss is nan or inf, saying which loss and when."""
     for name, value in losses.items():
         if not math.isfinite(value := float(value)):
-            raise Failure(f"training diverged: {name} is {value} at update {update} (env step {step}); "
+            raise Diverged(f"training diverged: {name} is {value} at update {update} (env step {step}); "
                           "try a smaller learning rate, or check the env's rewards and observations")
 
 
@@ -486,53 +496,65 @@ def evaluate(args, discrete, act, saved):
 
 
 # --- Worker processes (a3c.py) ------------------------------------------------------------------------------------
-def start_processes(ctx, n, target, args, name):
-    """Start ``n`` daemon processes ``target(rank, *args)``. They ignore Ctrl-C and SIGTERM (a terminal or a
-    ``kill`` of the process group reaches them too): the main process stops them through an event."""
-    old = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]
+class Workers:
+    """a3c.py's worker processes ``target(rank, *args, stop, queue)``, seen from the main process. They ignore
+    Ctrl-C and SIGTERM (a terminal or a kill of the process group reaches them too): the main process stops them
+    through the ``stop`` event. A worker's exception reaches the main process as an ("error", ...) message."""
+
+    def __init__(self, ctx, n, target, args):
+        self.stop, self.queue = ctx.Event(), ctx.Queue()
+        old = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]
+        try:
+            self.procs = [ctx.Process(target=_worker_main, args=(target, rank, *args, self.stop, self.queue),
+                                      name=f"worker-{rank}", daemon=True) for rank in range(n)]
+            for p in self.procs:
+                p.start()
+        finally:
+            signal.signal(signal.SIGINT, old[0])
+            signal.signal(signal.SIGTERM, old[1])
+
+    def messages(self, timeout=0.0):
+        """The messages waiting (up to ``timeout`` s for the first). A worker that exited before ``stop`` was set
+        without reporting an error (killed, say by the out-of-memory killer) is a Failure."""
+        msgs = []
+        with contextlib.suppress(queue_lib.Empty, OSError, ValueError, EOFError):
+            msgs.append(self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait())
+            while True:
+                msgs.append(self.queue.get_nowait())
+        dead = [(rank, p.exitcode) for rank, p in enumerate(self.procs) if p.exitcode is not None]
+        if dead and not self.stop.is_set() and not any(m[0] == "error" for m in msgs):
+            rank, code = dead[0]
+            raise Failure(f"worker {rank} died ({f'signal {-code}' if code < 0 else f'exit status {code}'})")
+        return msgs
+
+    def stop_all(self, timeout=5.0):
+        """Set ``stop``, wait up to ``timeout`` s for every worker (reading the queue so none blocks on it), kill
+        stragglers. Returns the messages read meanwhile: no episode a worker finished is lost."""
+        self.stop.set()
+        msgs, deadline, _signals.shielded = [], time.monotonic() + timeout, True   # a 2nd Ctrl-C leaves no orphans
+        try:
+            while any(p.is_alive() for p in self.procs) and time.monotonic() < deadline:
+                msgs += self.messages()
+                multiprocessing.connection.wait([p.sentinel for p in self.procs if p.is_alive()], timeout=0.05)
+            for p in self.procs:
+                if p.is_alive():
+                    p.kill()
+                p.join()
+        finally:
+            _signals.shielded = False
+        return msgs + self.messages()
+
+
+def _worker_main(target, rank, *args):
+    stop, queue = args[-2:]
+    parent = multiprocessing.parent_process()     # never outlive a main process that was killed hard
+    threading.Thread(target=lambda: (parent.join(), stop.set()), daemon=True).start()
     try:
-        procs = [ctx.Process(target=target, args=(rank, *args), name=f"{name}-{rank}", daemon=True)
-                 for rank in range(n)]
-        for p in procs:
-            p.start()
-    finally:
-        signal.signal(signal.SIGINT, old[0])
-        signal.signal(signal.SIGTERM, old[1])
-    return procs
-
-
-def drain(queue, timeout=0.0):
-    """The messages waiting on ``queue``, waiting up to ``timeout`` seconds for the first one."""
-    msgs = []
-    with contextlib.suppress(queue_lib.Empty, OSError, ValueError, EOFError):
-        if timeout:
-            msgs.append(queue.get(timeout=timeout))
-        while True:
-            msgs.append(queue.get_nowait())
-    return msgs
-
-
-def dead_process(procs):
-    """(rank, "signal N" or "exit status N") of the first process that has exited, or None."""
-    for rank, p in enumerate(procs):
-        if p.exitcode is not None:
-            return rank, f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit status {p.exitcode}"
-    return None
-
-
-def stop_processes(procs, stop, queue, timeout=5.0):
-    """Set ``stop``, wait up to ``timeout`` s for every process (draining ``queue`` so none blocks on it), then
-    kill stragglers. Returns the messages drained meanwhile: none is lost. Signals wait until it is done."""
-    stop.set()
-    msgs, deadline, _signals.shielded = [], time.monotonic() + timeout, True
-    try:
-        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
-            msgs += drain(queue)
-            multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=0.05)
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-            p.join()
-    finally:
-        _signals.shielded = False
-    return msgs + drain(queue)
+        target(rank, *args)
+    except BaseException as e:  # noqa: BLE001  (the main process reports it and exits non-zero)
+        stop.set()
+        queue.put(("error", rank, str(e) if isinstance(e, Failure) else f"{type(e).__name__}: {e}",
+                   traceback.format_exc(), isinstance(e, Diverged)))
+        queue.close()
+        queue.join_thread()
+        sys.exit(1)

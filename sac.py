@@ -181,20 +181,23 @@ class SAC:
         s, a, r, terminated, s_next = batch
         y = calc_target(self.pi, self.q_target, self.log_alpha, r, terminated, s_next, self.args.gamma)
         qf_loss = (self.q(s, a) - y).square().mean(1)              # (2,): the MSE of Q_1 and of Q_2
-        self.q_opt.zero_grad()
-        qf_loss.sum().backward()
-        self.q_opt.step()
+        finite = torch.isfinite(qf_loss).all()    # a nan/inf loss never reaches the weights: the caller stops
+        if finite:
+            self.q_opt.zero_grad()
+            qf_loss.sum().backward()
+            self.q_opt.step()
 
         a_pi, log_prob = self.pi(s)
         alpha = self.log_alpha.exp()
         actor_loss = (alpha.detach() * log_prob - self.q(s, a_pi).min(0).values).mean()
         alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
-        # Speed trick: gradients for the actor and log α only. The plain (actor_loss + alpha_loss).backward() also
-        # computes the critics' weight gradients, unused here: about 1.2x slower updates (measured).
-        for p, g in zip(self.actor_params, torch.autograd.grad(actor_loss + alpha_loss, self.actor_params)):
-            p.grad = g
-        self.pi_opt.step()
-        soft_update(self.q, self.q_target, self.args.tau)
+        if finite and torch.isfinite(actor_loss + alpha_loss):
+            # Speed trick: gradients for the actor and log α only. The plain (actor_loss + alpha_loss).backward()
+            # also computes the critics' weight gradients, unused here: about 1.2x slower updates (measured).
+            for p, g in zip(self.actor_params, torch.autograd.grad(actor_loss + alpha_loss, self.actor_params)):
+                p.grad = g
+            self.pi_opt.step()
+            soft_update(self.q, self.q_target, self.args.tau)
         return dict(qf1_loss=qf_loss[0], qf2_loss=qf_loss[1], actor_loss=actor_loss, alpha_loss=alpha_loss,
                     alpha=alpha)
 

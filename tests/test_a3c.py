@@ -147,7 +147,7 @@ def run_workers(monkeypatch, env_id, *argv, workers=1, steps_each=30):
     counter, msgs = multiprocessing.Value("q", 0), queue.Queue()
     for rank in range(workers):
         args.total_timesteps = steps_each * (rank + 1)
-        a3c.train_worker(rank, args, kwargs, global_model, optimizer, counter, multiprocessing.Event(), msgs)
+        a3c.worker(rank, args, kwargs, global_model, optimizer, counter, multiprocessing.Event(), msgs)
     return rollouts, [msgs.get() for _ in range(msgs.qsize())], optimizer
 
 
