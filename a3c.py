@@ -2,7 +2,7 @@
 
 The posts' minimalRL ``a3c.py``, made correct on PyTorch 2 and Gymnasium. A global actor-critic lives in shared
 memory; ``--num-workers`` processes each keep a local copy, play ``--update-interval`` steps (fewer if the episode
-ends) and compute, for each step t of that rollout of length n, the n-step TD target backwards:
+ends) and compute for each step t of that rollout of length n the n-step TD target, backwards:
 
     R = 0 if the rollout ended by termination, else V(s_n)     (a truncated end bootstraps from its real last s')
     y_t = r_t + γ·y_{t+1}  (y_n = R)        advantage A_t = y_t − V(s_t), a constant (detached)
@@ -138,26 +138,18 @@ def update_global(local_model, global_model, optimizer, s, a, rewards, terminate
     return stats
 
 
-class FastPolicy:
-    """Speed trick, the plain version being ``Categorical(logits=model.pi(torch.as_tensor(s))).sample()``:
-    a ~ π(·|s) for one state with NumPy on views of the local model's weights, ~3 µs instead of ~34 µs. Acting is
-    most of a worker's time. The views stay valid: ``update_global`` copies into the same tensors."""
-
-    def __init__(self, model, seed):
-        self.weights = [p.detach().numpy() for p in (model.fc1.weight, model.fc1.bias, model.fc_pi.weight,
-                                                      model.fc_pi.bias)]
-        self.rng = random.Random(seed)
-
-    def sample(self, s):
-        w1, b1, w2, b2 = self.weights
-        logits = (w2 @ np.maximum(w1 @ s + b1, 0.0) + b2).tolist()
-        e = [math.exp(x - max(logits)) for x in logits]          # π(·|s) up to its normaliser
-        u = self.rng.random() * sum(e)
-        for a, x in enumerate(e):
-            u -= x
-            if u < 0.0:
-                return a
-        return len(e) - 1
+def sample_action(w1, b1, w2, b2, s, rng):
+    """a ~ π(·|s) = softmax(w2·relu(w1·s + b1) + b2) for one state. Speed trick: NumPy on views of the local model's
+    weights takes ~3 µs where the plain ``Categorical(logits=model.pi(torch.as_tensor(s))).sample()`` takes ~34 µs,
+    and acting is most of a worker's time."""
+    logits = (w2 @ np.maximum(w1 @ s + b1, 0.0) + b2).tolist()
+    e = [math.exp(x - max(logits)) for x in logits]          # π(·|s) up to its normaliser
+    u = rng.random() * sum(e)
+    for a, x in enumerate(e):
+        u -= x
+        if u < 0.0:
+            return a
+    return len(e) - 1
 
 
 def worker(rank, args, model_kwargs, global_model, optimizer, counter, stop, queue):
@@ -169,7 +161,9 @@ def worker(rank, args, model_kwargs, global_model, optimizer, counter, stop, que
     env.action_space.seed(seed)
     local_model = ActorCritic(**model_kwargs)
     local_model.load_state_dict(global_model.state_dict())
-    policy = FastPolicy(local_model, seed)
+    weights = [p.detach().numpy() for p in (local_model.fc1.weight, local_model.fc1.bias, local_model.fc_pi.weight,
+                                            local_model.fc_pi.bias)]   # views: they follow update_global's copies
+    rng = random.Random(seed)
 
     T = args.update_interval       # rollout storage filled in place: no tensors are built per step
     s_buf, a_buf, rewards = torch.zeros(T + 1, model_kwargs["obs_dim"]), torch.zeros(T, dtype=torch.long), [0.0] * T
@@ -180,7 +174,7 @@ def worker(rank, args, model_kwargs, global_model, optimizer, counter, stop, que
         n, terminated, done = 0, False, False
         while n < T and not done:
             s_np[n] = obs
-            a_np[n] = policy.sample(s_np[n])
+            a_np[n] = sample_action(*weights, s_np[n], rng)
             obs, r, terminated, truncated, info = env.step(int(a_np[n]))
             rewards[n], n, done = float(r) * args.reward_scale, n + 1, terminated or truncated
         s_np[n] = obs   # the real last s' (no autoreset): the bootstrap state unless terminated

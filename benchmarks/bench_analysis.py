@@ -1,8 +1,8 @@
-"""Learning curves -> "solved?" / steps and seconds to solve -> markdown table, JSON and PNG.
+"""Learning curves -> per-run metrics -> markdown tables, JSON and PNG.
 
-Imports only the standard library and NumPy at module level, so that the table and solve-detection code
-(and its tests) work without stable-baselines3 or matplotlib; the TensorBoard reader imports tensorboard
-and the plot imports matplotlib when called.
+Imports only the standard library and NumPy at module level, so that the table code (and its tests) works
+without stable-baselines3 or matplotlib; the TensorBoard reader imports tensorboard and the plot imports
+matplotlib when called.
 
 A run's learning curve is a list of episodes ``(env_step, wall_s, return)`` in the order the run recorded
 them: ``env_step`` is the env step at which the episode ended, ``wall_s`` the wall-clock seconds since the
@@ -15,28 +15,43 @@ import os
 
 import numpy as np
 
-# "Solved": the mean of the last `window` episode returns reaches `target` (the scripts' own rule).
-SOLVE_RULES = {"CartPole-v1": (475.0, 100), "Pendulum-v1": (-200.0, 10)}
+# Per env: the threshold and the window of the running mean that must reach it (None: no threshold, the final
+# return is what counts). The scripts' own "solved" rule; CartPole and Pendulum as in the posts.
+SOLVE_RULES = {"CartPole-v1": (475.0, 100), "Acrobot-v1": (-100.0, 100), "LunarLander-v3": (200.0, 100),
+               "Pendulum-v1": (-200.0, 10), "InvertedPendulum-v5": (950.0, 20),
+               "LunarLanderContinuous-v3": (200.0, 100), "HalfCheetah-v5": (None, 100)}
+FINAL_WINDOW = 100   # the final mean return: of the last 100 episodes
 
-# Each algorithm: the env it is benchmarked on, and whether it is ours or a Stable-Baselines3 anchor.
+# Each algorithm: its label, and the SB3 run its ratios are taken against (None: it is an anchor itself).
 ALGOS = {
-    "actor_critic": dict(env="CartPole-v1", label="actor_critic.py", anchor="a2c_sb3"),
-    "a3c": dict(env="CartPole-v1", label="a3c.py (2 workers)", anchor="a2c_sb3"),
-    "a2c_sb3": dict(env="CartPole-v1", label="SB3 A2C (rl-zoo)", anchor=None),
-    "sac": dict(env="Pendulum-v1", label="sac.py", anchor="sac_sb3"),
-    "sac_sb3": dict(env="Pendulum-v1", label="SB3 SAC (rl-zoo)", anchor=None),
+    "actor_critic": dict(label="actor_critic.py", anchor="a2c_sb3"),
+    "a3c": dict(label="a3c.py (2 workers)", anchor="a2c_sb3"),
+    "a2c_sb3": dict(label="SB3 A2C (rl-zoo)", anchor=None),
+    "sac": dict(label="sac.py", anchor="sac_sb3"),
+    "sac_sb3": dict(label="SB3 SAC (rl-zoo)", anchor=None),
 }
 ALGO_ORDER = ["actor_critic", "a3c", "a2c_sb3", "sac", "sac_sb3"]
+BASELINE = "@base"   # suffix of runs of another checkout's scripts (run.py --baseline)
+
+
+def label(algo):
+    base = algo[:-len(BASELINE)] if algo.endswith(BASELINE) else algo
+    text = ALGOS.get(base, dict(label=base))["label"]
+    return text + " [baseline]" if base != algo else text
+
+
+def rule(env_id):
+    return SOLVE_RULES.get(env_id, (None, 100))
 
 
 # ----------------------------------------------------------------------------------------------
-# Solve detection and per-run summary
+# Per-run metrics
 # ----------------------------------------------------------------------------------------------
 def solve_index(returns, target, window):
     """Index of the first episode at which the mean of the last ``window`` returns is >= ``target``
     (only once ``window`` episodes exist), or None if that never happens."""
     r = np.asarray(returns, dtype=np.float64)
-    if len(r) < window:
+    if target is None or len(r) < window:
         return None
     c = np.concatenate([[0.0], np.cumsum(r)])
     means = (c[window:] - c[:-window]) / window          # means[k] = mean(r[k : k + window])
@@ -55,62 +70,82 @@ def rolling_mean(returns, window):
     return (c[idx] - c[lo]) / (idx - lo)
 
 
+def stay_fraction(returns, target, window, first):
+    """Of the running means from the first crossing (episode ``first``) to the end, the fraction >= target."""
+    if first is None:
+        return None
+    means = rolling_mean(returns, window)[first:]
+    return float(np.mean(means >= target - 1e-9 * max(1.0, abs(target))))
+
+
 def summarize_run(run):
     """Fill in the derived fields of a run record from its ``episodes`` (in place; returns it).
 
-    solved, solve_step, solve_s: the first episode where the solve rule holds (None if never);
-    steps, last_s: env step and wall seconds of the last recorded episode;
-    sps: steps / last_s (env steps per wall second since process start, imports included);
-    updates_per_s: run["updates"] / last_s where the run reports its gradient updates.
+    solved, solve_step, solve_s: the first episode where the running mean reaches the threshold (None if never);
+    stay: the fraction of running means from there on that stay at or above it; final_mean: mean of the last
+    100 returns; eval_mean: mean of the deterministic evaluation after training (if any);
+    steps, last_s, sps: env step and wall seconds of the last episode, and their ratio; updates_per_s.
     """
-    target, window = SOLVE_RULES[run["env_id"]]
+    target, window = rule(run["env_id"])
     eps = run.get("episodes") or []
-    run["target"], run["window"] = target, window
-    run["num_episodes"] = len(eps)
-    i = solve_index([e[2] for e in eps], target, window)
+    returns = [e[2] for e in eps]
+    run["target"], run["window"], run["num_episodes"] = target, window, len(eps)
+    i = solve_index(returns, target, window)
     run["solved"] = i is not None
     run["solve_step"] = int(eps[i][0]) if i is not None else None
     run["solve_s"] = float(eps[i][1]) if i is not None else None
     run["solve_episode"] = i + 1 if i is not None else None
+    run["stay"] = stay_fraction(returns, target, window, i)
+    evals = run.get("eval_returns") or []
+    run["eval_mean"] = float(np.mean(evals)) if evals else None
     if eps:
         run["steps"], run["last_s"] = int(eps[-1][0]), float(eps[-1][1])
         run["sps"] = run["steps"] / run["last_s"] if run["last_s"] > 0 else None
-        run["final_mean_return"] = float(np.mean([e[2] for e in eps[-window:]]))
+        run["final_mean"] = float(np.mean(returns[-FINAL_WINDOW:]))
     else:
-        run["steps"] = run["last_s"] = run["sps"] = run["final_mean_return"] = None
+        run["steps"] = run["last_s"] = run["sps"] = run["final_mean"] = None
     upd = run.get("updates")
     run["updates_per_s"] = upd / run["last_s"] if upd is not None and run.get("last_s") else None
     return run
 
 
 # ----------------------------------------------------------------------------------------------
-# Aggregation over seeds and the markdown table
+# Aggregation over seeds and the markdown tables
 # ----------------------------------------------------------------------------------------------
 def _median_spread(values):
-    """Median, min, max where unsolved runs count as +inf (so a median of inf: fewer than half solved)."""
+    """Median, min, max (None if no values); unsolved runs are passed in as +inf."""
     if not values:
         return None
     v = np.asarray(values, dtype=np.float64)
     return float(np.median(v)), float(v.min()), float(v.max())
 
 
+def _order(runs):
+    envs = [e for e in SOLVE_RULES if any(r["env_id"] == e for r in runs)]
+    envs += sorted({r["env_id"] for r in runs} - set(envs))
+    algos = [a for a in ALGO_ORDER if any(r["algo"] == a for r in runs)]
+    for a in list(algos):
+        if any(r["algo"] == a + BASELINE for r in runs):
+            algos.insert(algos.index(a) + 1, a + BASELINE)
+    algos += sorted({r["algo"] for r in runs} - set(algos))
+    return [(e, a) for e in envs for a in algos if any(r["env_id"] == e and r["algo"] == a for r in runs)]
+
+
 def aggregate(runs):
-    """Per algorithm: counts, median/min/max of steps and seconds to solve (unsolved = inf), throughput."""
+    """Per (env, algorithm): counts, medians and ranges of every metric over its seeds."""
     out = {}
-    for algo in [a for a in ALGO_ORDER if any(r["algo"] == a for r in runs)] + \
-            sorted({r["algo"] for r in runs} - set(ALGO_ORDER)):
-        rs = [r for r in runs if r["algo"] == algo]
-        solved = [r for r in rs if r.get("solved")]
-        sps = [r["sps"] for r in rs if r.get("sps")]
-        ups = [r["updates_per_s"] for r in rs if r.get("updates_per_s")]
-        out[algo] = dict(
-            algo=algo, env_id=rs[0]["env_id"], n=len(rs), n_solved=len(solved),
-            n_failed=sum(r.get("status") != "ok" for r in rs),
+    for env, algo in _order(runs):
+        rs = [r for r in runs if r["algo"] == algo and r["env_id"] == env]
+        values = lambda key: [r[key] for r in rs if r.get(key) is not None]  # noqa: E731
+        out[(env, algo)] = dict(
+            env_id=env, algo=algo, n=len(rs), n_solved=sum(bool(r.get("solved")) for r in rs),
+            n_failed=sum(r.get("status") != "ok" for r in rs), has_target=rule(env)[0] is not None,
             steps=_median_spread([r["solve_step"] if r.get("solved") else math.inf for r in rs]),
             seconds=_median_spread([r["solve_s"] if r.get("solved") else math.inf for r in rs]),
-            sps=float(np.median(sps)) if sps else None,
-            updates_per_s=float(np.median(ups)) if ups else None,
-        )
+            stay=_median_spread(values("stay")), final=_median_spread(values("final_mean")),
+            eval=_median_spread(values("eval_mean")), wall=_median_spread(values("wall_s")),
+            sps=float(np.median(values("sps"))) if values("sps") else None,
+            updates_per_s=float(np.median(values("updates_per_s"))) if values("updates_per_s") else None)
     return out
 
 
@@ -138,15 +173,24 @@ def fmt_rate(x):
     return f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"
 
 
+def fmt_return(x):
+    return "—" if x is None or not math.isfinite(x) else f"{x:.0f}" if abs(x) >= 10 else f"{x:.1f}"
+
+
+def fmt_frac(x):
+    return "—" if x is None else f"{100 * x:.0f}%"
+
+
 def _cell(stat, fmt):
     """'median (min–max)'; inf (an unsolved run) prints as 'unsolved', an unreached median as '—'."""
     if stat is None:
         return "—"
     med, lo, hi = stat
     if not math.isfinite(med):
-        return "not solved" if not math.isfinite(lo) else f"— ({fmt(lo)}–unsolved)"
-    hi_s = fmt(hi) if math.isfinite(hi) else "unsolved"
-    return f"{fmt(med)} ({fmt(lo)}–{hi_s})"
+        return "never" if not math.isfinite(lo) else f"— ({fmt(lo)}–never)"
+    if lo == hi:
+        return fmt(med)
+    return f"{fmt(med)} ({fmt(lo)}–{fmt(hi) if math.isfinite(hi) else 'never'})"
 
 
 def _ratio(a, b):
@@ -157,52 +201,77 @@ def _ratio(a, b):
     return f"{a[0] / b[0]:.2f}×"
 
 
+def _anchor(agg, env, algo):
+    base = algo[:-len(BASELINE)] if algo.endswith(BASELINE) else algo
+    info = ALGOS.get(base)
+    return agg.get((env, info["anchor"])) if info and info["anchor"] else None
+
+
 def markdown_table(agg):
-    """One row per algorithm, grouped by env; the ratio columns compare each of ours with its SB3 anchor."""
-    head = ("| env | algorithm | solved | env steps to solve: median (min–max) | seconds to solve: median (min–max) "
-            "| ours/SB3 steps | ours/SB3 seconds | env steps/s | gradient updates/s |")
-    lines = [head, "|" + "---|" * 9]
-    envs = []
-    for a in agg.values():
-        if a["env_id"] not in envs:
-            envs.append(a["env_id"])
-    for env in envs:
-        for algo, a in agg.items():
-            if a["env_id"] != env:
-                continue
-            info = ALGOS.get(algo, dict(label=algo, anchor=None))
-            anchor = agg.get(info["anchor"]) if info["anchor"] else None
-            solved = f"{a['n_solved']}/{a['n']}" + (f" ({a['n_failed']} failed)" if a["n_failed"] else "")
-            is_anchor = info["anchor"] is None and algo in ALGOS
-            lines.append("| " + " | ".join([
-                env, info["label"], solved, _cell(a["steps"], fmt_steps), _cell(a["seconds"], fmt_seconds),
-                "(anchor)" if is_anchor else _ratio(a["steps"], anchor and anchor["steps"]),
-                "(anchor)" if is_anchor else _ratio(a["seconds"], anchor and anchor["seconds"]),
-                fmt_rate(a["sps"]), fmt_rate(a["updates_per_s"]),
-            ]) + " |")
+    """One row per (env, algorithm). Reached: runs whose running mean crossed the threshold; steps and seconds
+    to that first crossing; stay: the fraction of running means after it at or above the threshold (median,
+    and the worst seed); final mean of the last 100 returns; deterministic evaluation of the final model."""
+    head = ("| env | algorithm | reached | env steps to first crossing | seconds to first crossing | "
+            "stay ≥ threshold after: median (worst) | final mean return (last 100) | deterministic eval (20 ep) | "
+            "ours/SB3 steps | ours/SB3 seconds | wall s per run | env steps/s | updates/s |")
+    lines = [head, "|" + "---|" * 13]
+    for (env, algo), a in agg.items():
+        anchor = _anchor(agg, env, algo)
+        is_anchor = algo in ALGOS and ALGOS[algo]["anchor"] is None
+        reached = (f"{a['n_solved']}/{a['n']}" if a["has_target"] else f"—/{a['n']}") + \
+            (f" ({a['n_failed']} failed)" if a["n_failed"] else "")
+        stay = "—" if a["stay"] is None else f"{fmt_frac(a['stay'][0])} ({fmt_frac(a['stay'][1])})"
+        target = rule(env)[0]
+        lines.append("| " + " | ".join([
+            env + (f" (≥ {target:g})" if target is not None else ""), label(algo), reached,
+            _cell(a["steps"], fmt_steps) if a["has_target"] else "—",
+            _cell(a["seconds"], fmt_seconds) if a["has_target"] else "—", stay,
+            _cell(a["final"], fmt_return), _cell(a["eval"], fmt_return),
+            "(anchor)" if is_anchor else _ratio(a["steps"], anchor and anchor["steps"]) if a["has_target"] else "—",
+            "(anchor)" if is_anchor else _ratio(a["seconds"], anchor and anchor["seconds"]) if a["has_target"]
+            else _ratio(a["wall"], anchor and anchor["wall"]),
+            _cell(a["wall"], fmt_seconds), fmt_rate(a["sps"]), fmt_rate(a["updates_per_s"]),
+        ]) + " |")
     return "\n".join(lines)
 
 
+def baseline_table(agg):
+    """This code against another checkout's (run.py --baseline): medians of steps and seconds to the first
+    crossing, and their ratios (below 1: this code is faster)."""
+    lines = ["| env | script | env steps: this / baseline | seconds: this / baseline | ratio steps | ratio seconds |",
+             "|---|---|---|---|---|---|"]
+    for (env, algo), a in agg.items():
+        b = agg.get((env, algo + BASELINE))
+        if b is None:
+            continue
+        lines.append(f"| {env} | {label(algo)} | {fmt_steps(a['steps'][0])} / {fmt_steps(b['steps'][0])} | "
+                     f"{fmt_seconds(a['seconds'][0])} / {fmt_seconds(b['seconds'][0])} | "
+                     f"{_ratio(a['steps'], b['steps'])} | {_ratio(a['seconds'], b['seconds'])} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 NOTES = """\
-How to read it: a run is *solved* at the first episode where the mean of the last {windows} episode
-returns reaches the target ({targets}); every run, ours and SB3's, stops there or at its env-step
-budget. Steps and seconds to solve are those of the episode that completes the solve rule, read from
-the learning curve (the same rule for every run; our scripts' own "solved after" line can be a rollout
-later). Medians and ranges are over all seeds, an unsolved run counting as +infinity: a median "—"
-means the solved runs are not a majority, a maximum "unsolved" that at least one run did not solve.
-The ratio columns are our median divided by the SB3 anchor's (below 1: ours needs fewer steps or less
-time). Wall seconds run from the start of each process (run.py's clock just before it launches the
-subprocess), so Python, torch and SB3 import times count for both. Env steps/s = the last episode's env
-step / its wall seconds; gradient updates/s = gradient updates / the same seconds (SB3 SAC:
-`model._n_updates`, 1 per env step after learning_starts=100; sac.py: the count it prints at the end).
-All runs: CPU, one torch thread per process, at most one process per core at a time (a3c's 2 workers
-take both), ours and SB3's interleaved seed by seed."""
+How to read it: the *threshold* of each env is the running mean of the last N episode returns that counts as
+solved ({rules}). A run *reaches* it at the first episode where that running mean gets there; steps and
+seconds are those of that episode. *Stay* is the fraction of the running means from that episode to the
+end of the run that are still at or above the threshold (100%: it never fell back; median over the seeds
+that reached it, and the worst of them). {stop_rule} *Final mean return* is the mean of a run's last 100
+episode returns; *deterministic eval* plays 20 episodes with the final model's greedy (argmax) or mean action
+after training (not timed). Medians and ranges are over seeds, an unreached threshold counting as +infinity
+("—": fewer than half reached it; "never": at least one did not). The ratio columns divide our median by
+the SB3 anchor's on the same env (below 1: ours needs fewer steps or less time; HalfCheetah has no threshold:
+the ratio of whole-run wall seconds). Wall seconds run from the start of each process, imports included, for
+SB3 too. Env steps/s = the last episode's env step / its wall seconds; updates/s likewise (SB3:
+`model._n_updates`; sac.py: the count it prints). All runs: CPU, one torch thread per process, at most one
+process per core (a3c's 2 workers take both), ours and SB3's interleaved seed by seed."""
 
 
-def notes_text():
-    envs = list(SOLVE_RULES)
-    return NOTES.format(windows="/".join(str(SOLVE_RULES[e][1]) for e in envs),
-                        targets=", ".join(f"{e}: {SOLVE_RULES[e][0]:g}" for e in envs))
+def notes_text(runs, keep_training):
+    envs = [e for e, _ in _order(runs)]
+    rules = ", ".join(f"{e}: {rule(e)[0]:g} over {rule(e)[1]}" for e in dict.fromkeys(envs) if rule(e)[0] is not None)
+    stop = ("Every run trains its whole budget (no early stop)." if keep_training else
+            "Every run stops once it reaches the threshold (or at its budget), so *stay* is not measured.")
+    return NOTES.format(rules=rules, stop_rule=stop)
 
 
 def failed_runs_text(runs):
@@ -212,7 +281,7 @@ def failed_runs_text(runs):
     out = ["", "Failed runs:", ""]
     for r in bad:
         tail = (r.get("error") or "").strip().splitlines()[-3:]
-        out.append(f"- {r['algo']} seed {r['seed']}: {r.get('status')}" +
+        out.append(f"- {r['algo']} {r['env_id']} seed {r['seed']}: {r.get('status')}" +
                    (": " + " / ".join(t.strip() for t in tail) if tail else ""))
     return "\n".join(out)
 
@@ -254,7 +323,7 @@ def read_csv_curve(path, t0):
 
 def curve_on_grid(episodes, window, grid, x="steps"):
     """A run's rolling-mean return sampled at ``grid`` (x = env steps or wall seconds): NaN before its first
-    episode, held at its last value after its last episode (runs stop when solved)."""
+    episode and after its last one (no curve is held flat past the end of its run)."""
     if not episodes:
         return np.full(len(grid), np.nan)
     xs = np.array([e[0] if x == "steps" else e[1] for e in episodes], dtype=np.float64)
@@ -262,7 +331,7 @@ def curve_on_grid(episodes, window, grid, x="steps"):
     xs = np.maximum.accumulate(xs)  # a3c's workers may report slightly out-of-order steps
     idx = np.searchsorted(xs, grid, side="right") - 1
     out = ys[np.clip(idx, 0, None)]
-    out[idx < 0] = np.nan
+    out[(idx < 0) | (grid > xs[-1])] = np.nan
     return out
 
 
@@ -274,42 +343,43 @@ def plot_curves(runs, path, dpi=72):
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    envs = [e for e in SOLVE_RULES if any(r["env_id"] == e for r in runs)]
-    envs += sorted({r["env_id"] for r in runs} - set(envs))
-    fig, axes = plt.subplots(len(envs), 2, figsize=(11, 3.6 * len(envs)), squeeze=False)
-    colors = {"actor_critic": "tab:blue", "a3c": "tab:green", "a2c_sb3": "tab:gray",
-              "sac": "tab:red", "sac_sb3": "tab:gray"}
+    pairs = _order(runs)
+    envs = list(dict.fromkeys(e for e, _ in pairs))
+    fig, axes = plt.subplots(len(envs), 2, figsize=(11, 3.4 * len(envs)), squeeze=False)
+    colors = {"actor_critic": "tab:blue", "a3c": "tab:green", "a2c_sb3": "tab:gray", "sac": "tab:red",
+              "sac_sb3": "tab:gray"}
     for row, env in zip(axes, envs):
-        target, window = SOLVE_RULES.get(env, (None, 100))
+        target, window = rule(env)
         env_runs = [r for r in runs if r["env_id"] == env and r.get("episodes")]
-        algos = [a for a in ALGO_ORDER if any(r["algo"] == a for r in env_runs)]
-        algos += sorted({r["algo"] for r in env_runs} - set(algos))
         for ax, x in zip(row, ("steps", "seconds")):
             col = 0 if x == "steps" else 1
             xmax = max((max(e[col] for e in r["episodes"]) for r in env_runs), default=1.0)
             grid = np.linspace(0, xmax, 300)
-            for algo in algos:
+            for e, algo in pairs:
                 rs = [r for r in env_runs if r["algo"] == algo]
+                if e != env or not rs:
+                    continue
                 curves = np.array([curve_on_grid(r["episodes"], window, grid, x) for r in rs])
                 with np.errstate(all="ignore"), _quiet():
-                    med = np.nanmedian(curves, axis=0)
-                    lo, hi = np.nanmin(curves, axis=0), np.nanmax(curves, axis=0)
-                info = ALGOS.get(algo, dict(label=algo, anchor=None))
-                c = colors.get(algo)
-                ls = "--" if algo.endswith("_sb3") else "-"
-                n_solved = sum(bool(r.get("solved")) for r in rs)
-                ax.plot(grid, med, ls, color=c, lw=1.6, label=f"{info['label']} ({n_solved}/{len(rs)} solved)")
+                    med, lo, hi = (np.nanmedian(curves, 0), np.nanmin(curves, 0), np.nanmax(curves, 0))
+                base = algo.split("@")[0]
+                c = colors.get(base)
+                ls = "--" if base.endswith("_sb3") else (":" if algo.endswith(BASELINE) else "-")
+                n = f"{sum(bool(r.get('solved')) for r in rs)}/{len(rs)} reached" if target is not None else \
+                    f"{len(rs)} seeds"
+                ax.plot(grid, med, ls, color=c, lw=1.6, label=f"{label(algo)} ({n})")
                 ax.fill_between(grid, lo, hi, color=c, alpha=0.15, lw=0)
             if target is not None:
                 ax.axhline(target, color="k", lw=0.8, ls=":")
             ax.set_xlabel("env steps" if x == "steps" else "wall seconds since process start")
-            ax.set_ylabel(f"mean return (last {window} episodes)")
+            ax.set_ylabel(f"mean return (last {window})")
             ax.set_title(f"{env}: x = {'env steps' if x == 'steps' else 'wall seconds'}", fontsize=10)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8, loc="best")
+            ax.legend(fontsize=7, loc="best")
             if x == "steps":
                 ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt_steps(v) if v else "0"))
-    fig.suptitle("median (line) and min–max (band) over seeds; dotted: solve target", fontsize=10)
+    fig.suptitle("median (line) and min–max (band) over seeds, each run's whole budget; dotted: threshold",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
@@ -317,7 +387,7 @@ def plot_curves(runs, path, dpi=72):
 
 
 class _quiet:
-    """Silence NumPy's 'All-NaN slice' RuntimeWarning (expected before a run's first episode)."""
+    """Silence NumPy's 'All-NaN slice' RuntimeWarning (expected outside a run's span)."""
 
     def __enter__(self):
         import warnings
@@ -358,15 +428,18 @@ def load_json(path):
 
 def write_markdown(path, meta, runs, png_name=None):
     agg = aggregate(runs)
-    parts = ["# Learning speed: ours vs Stable-Baselines3", ""]
+    parts = ["# Benchmark: ours and Stable-Baselines3, side by side", ""]
     if meta:
         parts += [f"Command: `{meta.get('command', '')}`  ", f"Date: {meta.get('date', '')}  ",
                   f"Machine: {meta.get('machine', '')}  ", f"Versions: {meta.get('versions', '')}  ",
                   f"Commit: {meta.get('commit') or 'unknown'}; total time {meta.get('total_s', '?')} s"
                   + ("; INTERRUPTED (partial results)" if meta.get("interrupted") else "") + "  ",
-                  f"Seeds: {meta.get('seeds', '')}; budgets (env steps): " +
-                  ", ".join(f"{a} {fmt_steps(b)}" for a, b in (meta.get("budgets") or {}).items()), ""]
-    parts += [markdown_table(agg), "", notes_text()]
+                  "Seeds and budgets (env steps): " + "; ".join(
+                      f"{e} {a} {s}×{fmt_steps(b)}" for e, a, s, b in meta.get("plan", [])), ""]
+    parts += [markdown_table(agg), "", notes_text(runs, meta.get("keep_training", True) if meta else True)]
+    base = baseline_table(agg)
+    if base:
+        parts += ["", f"This code against the baseline {meta.get('baseline', '')}:", "", base]
     if png_name:
         parts += ["", f"![learning curves]({png_name})"]
     fail = failed_runs_text(runs)

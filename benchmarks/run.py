@@ -1,21 +1,20 @@
-"""Learning-speed benchmark: our scripts against Stable-Baselines3, in the same run on the same machine.
+"""Benchmarks: our scripts and Stable-Baselines3 on the same machine, in the same run, side by side.
 
-    pip install -r benchmarks/requirements.txt
-    python benchmarks/run.py --seeds 10          # the README's numbers (30-60 minutes on 2 cores)
-    python benchmarks/run.py --quick             # 2 seeds, small budgets: a few minutes
-    python benchmarks/run.py --algos actor_critic,a2c_sb3 --seeds 3
-    python benchmarks/run.py --from-json benchmarks/results/runs.json    # redo table and plot only
+    pip install -r requirements.txt -r benchmarks/requirements.txt
+    python benchmarks/run.py --suite             # the README's results: 7 envs, whole budgets (~3 h on 2 cores)
+    python benchmarks/run.py --suite --quick     # the same pipeline, small budgets, 1 seed: a few minutes
+    python benchmarks/run.py                     # time to solve CartPole-v1 and Pendulum-v1, runs stop when solved
+    python benchmarks/run.py --suite --envs Acrobot-v1 --algos actor_critic,a2c_sb3 --seeds 3
+    python benchmarks/run.py --baseline /tmp/old  # also run the scripts of another checkout, labelled [baseline]
+    python benchmarks/run.py --from-json benchmarks/results/runs.json    # redo the tables and plot only
 
-Runs, as subprocesses with default hyperparameters, a user's command line for each seed:
-
-    actor_critic.py (CartPole-v1)   a3c.py --num-workers 2 (CartPole-v1)   sac.py (Pendulum-v1)
-
-and the SB3 anchors of benchmarks/sb3_anchor.py (A2C on CartPole-v1 and SAC on Pendulum-v1 with the rl-zoo
-hyperparameters), all on the CPU with one torch thread per process, at most --jobs processes at a time
-(a3c's 2 workers count as 2), ours and SB3's interleaved so that machine noise hits both alike. Every run
-stops once solved (mean of the last 100 returns >= 475 on CartPole-v1, of the last 10 >= -200 on
-Pendulum-v1) or at its budget. Writes to --out (default benchmarks/results/): results.md (the table),
-learning_curves.png and runs.json (every run with its episodes); raw logs go to --workdir.
+Each run is a user's command line with default hyperparameters (a3c.py with --num-workers 2); the SB3 runs
+use the rl-zoo hyperparameters of their env (benchmarks/sb3_anchor.py). With --suite every run trains its
+whole budget (--keep-training) and its final model is then evaluated deterministically for 20 episodes.
+All on the CPU with one torch thread per process, at most --jobs processes at a time (a3c counts 2), started
+seed by seed with ours and SB3's interleaved so that machine noise hits both alike. Writes to --out
+(default benchmarks/results/): results.md (table), learning_curves.png and runs.json (every episode of
+every run); raw logs go to --workdir.
 """
 import argparse
 import datetime
@@ -37,13 +36,26 @@ sys.path.insert(0, HERE)
 
 import bench_analysis as ba  # noqa: E402
 
-# Env-step budgets (caps; runs stop earlier once solved).
-BUDGETS = {"actor_critic": 500_000, "a3c": 500_000, "a2c_sb3": 500_000, "sac": 30_000, "sac_sb3": 30_000}
-QUICK_BUDGETS = {"actor_critic": 150_000, "a3c": 150_000, "a2c_sb3": 150_000, "sac": 5_000, "sac_sb3": 5_000}
+# (algorithm, env, env-step budget, seeds). SB3's SAC runs 40-90 updates/s here, so its larger envs get fewer
+# seeds (one LunarLanderContinuous run takes over an hour).
+SUITE = [
+    ("actor_critic", "CartPole-v1", 500_000, 10), ("a3c", "CartPole-v1", 500_000, 10),
+    ("a2c_sb3", "CartPole-v1", 500_000, 10),
+    ("actor_critic", "Acrobot-v1", 300_000, 5), ("a3c", "Acrobot-v1", 300_000, 5), ("a2c_sb3", "Acrobot-v1", 300_000, 5),
+    ("actor_critic", "LunarLander-v3", 1_000_000, 5), ("a3c", "LunarLander-v3", 1_000_000, 5),
+    ("a2c_sb3", "LunarLander-v3", 1_000_000, 5),
+    ("sac", "Pendulum-v1", 20_000, 10), ("sac_sb3", "Pendulum-v1", 20_000, 5),
+    ("sac", "InvertedPendulum-v5", 50_000, 5), ("sac_sb3", "InvertedPendulum-v5", 50_000, 2),
+    ("sac", "LunarLanderContinuous-v3", 200_000, 3), ("sac_sb3", "LunarLanderContinuous-v3", 200_000, 1),
+    ("sac", "HalfCheetah-v5", 100_000, 3), ("sac_sb3", "HalfCheetah-v5", 100_000, 1),
+]
+SPEED = [   # time to solve: every run stops once solved
+    ("actor_critic", "CartPole-v1", 500_000, 10), ("a3c", "CartPole-v1", 500_000, 10),
+    ("a2c_sb3", "CartPole-v1", 500_000, 10), ("sac", "Pendulum-v1", 30_000, 10), ("sac_sb3", "Pendulum-v1", 30_000, 10),
+]
+QUICK_FRACTION = {"suite": 0.05, "speed": 0.3}   # --quick: budgets scaled by this, 1 seed (2 for speed)
 A3C_WORKERS = 2
-# Per seed, the order runs are started in; odd seeds swap ours and SB3's so neither always goes first.
-ORDER = ["actor_critic", "a2c_sb3", "sac", "sac_sb3", "a3c"]
-ORDER_ODD = ["a2c_sb3", "actor_critic", "sac_sb3", "sac", "a3c"]
+EVAL_EPISODES = 20
 
 
 def default_jobs():
@@ -52,70 +64,82 @@ def default_jobs():
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=None, help="seeds 1..N per algorithm (default 10; --quick: 2)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"small budgets {QUICK_BUDGETS} and 2 seeds: checks the pipeline in a few minutes")
-    p.add_argument("--algos", default=",".join(ba.ALGO_ORDER),
-                   help="comma-separated subset of " + ",".join(ba.ALGO_ORDER))
-    p.add_argument("--budget", action="append", default=[], metavar="ALGO=STEPS",
-                   help="override an env-step budget, e.g. --budget sac=20000 (repeatable)")
+    p.add_argument("--suite", action="store_true", help="the whole-budget suite of 7 envs (default: time to solve)")
+    p.add_argument("--quick", action="store_true", help="small budgets and 1-2 seeds: checks the pipeline")
+    p.add_argument("--algos", default=None, help="comma-separated subset of " + ",".join(ba.ALGO_ORDER))
+    p.add_argument("--envs", default=None, help="comma-separated subset of the envs")
+    p.add_argument("--seeds", type=int, default=None, help="at most this many seeds per entry")
+    p.add_argument("--baseline", metavar="DIR", default=None,
+                   help="also run actor_critic.py, a3c.py and sac.py from this checkout (e.g. a git worktree)")
     p.add_argument("--jobs", type=int, default=default_jobs(),
                    help="processes at once (default: the CPU cores this process may use)")
     p.add_argument("--run-timeout", type=float, default=None,
-                   help="seconds before a run is killed and recorded as failed (default 1800; --quick: 600)")
+                   help="seconds before a run is killed and recorded as failed (default 4 h; --quick: 10 min)")
     p.add_argument("--out", default=None, help="folder for results.md, learning_curves.png and runs.json "
-                   "(default: benchmarks/results/; --quick: benchmarks/out/quick/, so as not to replace them)")
-    p.add_argument("--workdir", default=os.path.join(HERE, "out"),
-                   help="folder for the raw run logs (TensorBoard folders, SB3 CSVs, stdout/stderr)")
+                   "(default: benchmarks/results/ or benchmarks/results/speed/; --quick: benchmarks/out/quick/)")
+    p.add_argument("--workdir", default=os.path.join(HERE, "out"), help="folder for the raw run logs")
     p.add_argument("--from-json", metavar="PATH", default=None,
                    help="no training: rebuild the table and plot from a runs.json")
     args = p.parse_args(argv)
-    args.algos = [a.strip() for a in args.algos.split(",") if a.strip()]
-    unknown = [a for a in args.algos if a not in ba.ALGOS]
+    plan = SUITE if args.suite else SPEED
+    algos = args.algos.split(",") if args.algos else ba.ALGO_ORDER
+    envs = args.envs.split(",") if args.envs else [e for _, e, _, _ in plan]
+    unknown = set(algos) - set(ba.ALGOS) or set(envs) - {e for _, e, _, _ in plan}
     if unknown:
-        p.error(f"unknown --algos {','.join(unknown)}; choose from {','.join(ba.ALGO_ORDER)}")
-    args.seeds = args.seeds if args.seeds is not None else (2 if args.quick else 10)
-    if args.seeds < 1 or args.jobs < 1:
+        p.error(f"unknown --algos or --envs: {','.join(sorted(unknown))}")
+    if (args.seeds is not None and args.seeds < 1) or args.jobs < 1:
         p.error("--seeds and --jobs must be at least 1")
-    args.budgets = dict(QUICK_BUDGETS if args.quick else BUDGETS)
-    for item in args.budget:
-        algo, _, steps = item.partition("=")
-        if algo not in ba.ALGOS or not steps.isdigit():
-            p.error(f"--budget {item}: expected ALGO=STEPS with ALGO one of {','.join(ba.ALGO_ORDER)}")
-        args.budgets[algo] = int(steps)
-    args.run_timeout = args.run_timeout or (600.0 if args.quick else 1800.0)
+    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "actor_critic.py")):
+        p.error(f"--baseline {args.baseline}: no actor_critic.py there")
+    frac = QUICK_FRACTION["suite" if args.suite else "speed"] if args.quick else 1.0
+    max_seeds = args.seeds or ((1 if args.suite else 2) if args.quick else None)
+    args.plan = [(a, e, max(1000, int(b * frac)), min(s, max_seeds or s)) for a, e, b, s in plan
+                 if a in algos and e in envs]
+    if args.baseline:
+        args.plan += [(a + ba.BASELINE, e, b, s) for a, e, b, s in args.plan if not a.endswith("_sb3")]
+    args.run_timeout = args.run_timeout or (600.0 if args.quick else 4 * 3600.0)
     if args.out is None:
-        args.out = os.path.join(HERE, "out", "quick") if args.quick else os.path.join(HERE, "results")
+        args.out = os.path.join(HERE, "out", "quick") if args.quick else \
+            os.path.join(HERE, "results") if args.suite else os.path.join(HERE, "results", "speed")
     return args
 
 
 # ----------------------------------------------------------------------------------------------
-# Jobs: one subprocess per (algorithm, seed)
+# Jobs: one subprocess per (algorithm, env, seed)
 # ----------------------------------------------------------------------------------------------
-def make_jobs(algos, seeds, budgets, workdir, jobs=2):
-    """The runs in the order they are started: seed by seed, ours and SB3's interleaved."""
+def make_jobs(plan, workdir, keep_training, baseline=None, jobs=2):
+    """The runs in the order they are started: seed by seed; within a seed, env by env, ours and SB3's
+    interleaved (even seeds start with SB3's, so neither always goes first)."""
     out = []
-    for seed in range(1, seeds + 1):
-        for algo in (ORDER_ODD if seed % 2 == 0 else ORDER):
-            if algo not in algos:
-                continue
-            env_id = ba.ALGOS[algo]["env"]
-            target, window = ba.SOLVE_RULES[env_id]
-            run_dir = os.path.join(workdir, algo, f"seed{seed}")
-            common = ["--seed", str(seed), "--total-timesteps", str(budgets[algo]),
-                      "--target-return", f"{target:g}", "--return-window", str(window)]
-            if algo.endswith("_sb3"):
-                script = os.path.join(HERE, "sb3_anchor.py")
-                cmd = [sys.executable, script, "--algo", algo, "--out", os.path.join(run_dir, "episodes.csv")]
-            else:
-                script = os.path.join(ROOT, f"{algo}.py")
-                cmd = [sys.executable, script, "--logdir", os.path.join(run_dir, "runs")]
-                if algo == "a3c":
-                    cmd += ["--num-workers", str(A3C_WORKERS)]
-            cost = A3C_WORKERS if algo == "a3c" else 1
-            out.append(dict(algo=algo, seed=seed, env_id=env_id, script=script, cmd=cmd + common,
-                            run_dir=run_dir, budget=budgets[algo], cost=min(cost, jobs)))
+    for seed in range(1, max(s for *_, s in plan) + 1):
+        for env in dict.fromkeys(e for _, e, _, _ in plan):
+            entries = [(a, b) for a, e, b, s in plan if e == env and s >= seed]
+            if seed % 2 == 0:
+                entries.sort(key=lambda x: not x[0].endswith("_sb3"))
+            for algo, budget in entries:
+                out.append(make_job(algo, env, seed, budget, workdir, keep_training, baseline, jobs))
     return out
+
+
+def make_job(algo, env, seed, budget, workdir, keep_training, baseline=None, jobs=2):
+    target, window = ba.rule(env)
+    run_dir = os.path.join(workdir, env, algo, f"seed{seed}")
+    common = ["--env-id", env, "--seed", str(seed), "--total-timesteps", str(budget)]
+    common += ["--keep-training"] if keep_training else []
+    common += ["--target-return", f"{target:g}", "--return-window", str(window)] if target is not None else []
+    if algo.endswith("_sb3"):
+        script = os.path.join(HERE, "sb3_anchor.py")
+        cmd = [sys.executable, script, "--algo", algo, "--out", os.path.join(run_dir, "episodes.csv")]
+        cmd += ["--eval-episodes", str(EVAL_EPISODES)] if keep_training else []
+    else:
+        name = algo.split("@")[0]
+        script = os.path.join(baseline if algo.endswith(ba.BASELINE) else ROOT, f"{name}.py")
+        cmd = [sys.executable, script, "--logdir", os.path.join(run_dir, "runs")]
+        cmd += ["--num-workers", str(A3C_WORKERS)] if name == "a3c" else []
+    cost = A3C_WORKERS if algo.split("@")[0] == "a3c" else 1
+    evaluate = keep_training and not algo.endswith("_sb3") and not algo.endswith(ba.BASELINE)
+    return dict(algo=algo, seed=seed, env_id=env, script=script, cmd=cmd + common, run_dir=run_dir,
+                budget=budget, cost=min(cost, jobs), evaluate=evaluate)
 
 
 def subprocess_env():
@@ -134,11 +158,15 @@ def _tail(path, n=2000):
         return ""
 
 
+def eval_returns(text):
+    return [float(x) for x in re.findall(r"^eval episode \d+: return (-?[\d.]+(?:e[+-]?\d+)?)", text, re.M)]
+
+
 def collect(job, returncode, t0, t_end, timed_out=False):
     """The run record of a finished job: its episodes (times measured from t0 = its process start)."""
     run = dict(algo=job["algo"], env_id=job["env_id"], seed=job["seed"], budget=job["budget"],
-               cmd=command_text(job["cmd"]),
-               returncode=returncode, wall_s=round(t_end - t0, 3), updates=None, episodes=[])
+               cmd=command_text(job["cmd"]), returncode=returncode, wall_s=round(t_end - t0, 3), updates=None,
+               episodes=[], eval_returns=[])
     stdout = _tail(os.path.join(job["run_dir"], "stdout.txt"), 20000)
     stderr = _tail(os.path.join(job["run_dir"], "stderr.txt"))
     try:
@@ -150,24 +178,25 @@ def collect(job, returncode, t0, t_end, timed_out=False):
                 with open(summary) as f:
                     s = json.load(f)
                 run["updates"] = s.get("updates") if job["algo"] == "sac_sb3" else None
-                run["learning_starts"] = s.get("learning_starts")
+                run["eval_returns"] = s.get("eval_returns") or []
+                run["wall_s"] = round(s["t_end"] - t0, 3)        # training only, as for ours
         else:
             folders = sorted(glob.glob(os.path.join(job["run_dir"], "runs", "*", "")))
             if folders:
                 run["run_folder"] = os.path.relpath(folders[-1], ROOT)
                 run["episodes"] = ba.read_tensorboard_curve(folders[-1], t0)
-            if job["algo"] == "sac":
-                run["updates"] = sac_updates(stdout, folders[-1] if folders else None, run["episodes"])
+            if job["algo"].startswith("sac"):
+                m = re.findall(r"^(\d+) gradient updates", stdout, re.M)
+                run["updates"] = int(m[-1]) if m else None
+            run["eval_returns"] = eval_returns(_tail(os.path.join(job["run_dir"], "eval.txt"), 20000))
     except Exception as e:  # a corrupt log must not lose the other runs
         stderr += f"\n(benchmark) could not read the run's log: {type(e).__name__}: {e}"
     m = re.findall(r"^((?:solved|reached|interrupted|stopped)[^\n]*after \d+ env steps[^\n]*)$", stdout, re.M)
     run["final_line"] = m[-1] if m else None
     if timed_out:
-        run["status"] = "timeout"
-        run["error"] = f"killed after {t_end - t0:.0f}s (--run-timeout)\n" + stderr[-1500:]
+        run["status"], run["error"] = "timeout", f"killed after {t_end - t0:.0f}s (--run-timeout)\n" + stderr[-1500:]
     elif returncode != 0:
-        run["status"] = "failed"
-        run["error"] = f"exit status {returncode}\n" + stderr[-1500:]
+        run["status"], run["error"] = "failed", f"exit status {returncode}\n" + stderr[-1500:]
     else:
         run["status"] = "ok"
     return ba.summarize_run(run)
@@ -180,46 +209,36 @@ def command_text(cmd):
     return " ".join(shlex.quote(w) for w in words)
 
 
-def sac_updates(stdout, run_folder, episodes):
-    """sac.py's gradient updates: the count it prints at the end ("N gradient updates"), else estimated
-    from its config.json: utd_ratio updates per env step from learning_starts on."""
-    m = re.findall(r"^(\d+) gradient updates", stdout, re.M)
-    if m:
-        return int(m[-1])
-    if run_folder and episodes:
-        try:
-            with open(os.path.join(run_folder, "config.json")) as f:
-                cfg = json.load(f)
-            return int(max(0, episodes[-1][0] - int(cfg["learning_starts"]) + 1) * float(cfg.get("utd_ratio", 1.0)))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-    return None
-
-
 def missing_run(job):
     run = dict(algo=job["algo"], env_id=job["env_id"], seed=job["seed"], budget=job["budget"],
                cmd=command_text(job["cmd"]), returncode=None, wall_s=0.0, updates=None, episodes=[],
-               status="missing", error=f"{os.path.relpath(job['script'], ROOT)} not found")
+               status="missing", error=f"{job['script']} not found")
     return ba.summarize_run(run)
 
 
 def describe(run):
     if run["status"] == "missing":
         return f"MISSING ({run['error']})"
-    if run["solved"]:
-        what = f"solved at {ba.fmt_steps(run['solve_step'])} steps, {ba.fmt_seconds(run['solve_s'])}"
-    else:
-        what = f"not solved ({ba.fmt_steps(run['steps'])} steps, {run['num_episodes']} episodes)"
+    what = (f"reached at {ba.fmt_steps(run['solve_step'])} steps, {ba.fmt_seconds(run['solve_s'])}, stay "
+            f"{ba.fmt_frac(run['stay'])}" if run["solved"] else f"not reached ({ba.fmt_steps(run['steps'])} steps)")
+    what += f", final {ba.fmt_return(run['final_mean'])}"
+    what += f", eval {ba.fmt_return(run['eval_mean'])}" if run.get("eval_mean") is not None else ""
     extra = f", {ba.fmt_rate(run['sps'])} steps/s" if run.get("sps") else ""
-    if run.get("updates_per_s"):
-        extra += f", {run['updates_per_s']:.0f} updates/s"
+    extra += f", {run['updates_per_s']:.0f} updates/s" if run.get("updates_per_s") else ""
     status = "" if run["status"] == "ok" else f"  [{run['status'].upper()}: " + \
         (run["error"] or "").strip().splitlines()[-1][:200] + "]"
-    return what + extra + f", process {run['wall_s']:.1f} s" + status
+    return what + extra + f", {run['wall_s']:.0f} s" + status
+
+
+def _start(cmd, run_dir, out_name, err_name, env):
+    """Start ``cmd`` in its own process group, stdout and stderr into files of ``run_dir``."""
+    with open(os.path.join(run_dir, out_name), "w") as out, open(os.path.join(run_dir, err_name), "w") as err:
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, env=env, start_new_session=True)
 
 
 def run_jobs(jobs, slots, timeout, log=print):
-    """Start ``jobs`` in order (strictly first-in first-out), at most ``slots`` cost units at a time."""
+    """Start ``jobs`` in order (strictly first-in first-out), at most ``slots`` cost units at a time. A job
+    that trained successfully and asks for it is then evaluated (--load ... --eval-episodes 20), untimed."""
     pending, running, done = list(jobs), [], []
     env = subprocess_env()
     n = len(jobs)
@@ -229,17 +248,15 @@ def run_jobs(jobs, slots, timeout, log=print):
                 job = pending.pop(0)
                 if not os.path.exists(job["script"]):
                     done.append(missing_run(job))
-                    log(f"[{len(done)}/{n}] {job['algo']} seed {job['seed']}: {describe(done[-1])}")
+                    log(f"[{len(done)}/{n}] {job['algo']} {job['env_id']} seed {job['seed']}: {describe(done[-1])}")
                     continue
                 os.makedirs(job["run_dir"], exist_ok=True)
-                for old in glob.glob(os.path.join(job["run_dir"], "runs", "*")):  # a rerun: forget old logs
-                    shutil.rmtree(old, ignore_errors=True)
-                out = open(os.path.join(job["run_dir"], "stdout.txt"), "w")
-                err = open(os.path.join(job["run_dir"], "stderr.txt"), "w")
+                for old in glob.glob(os.path.join(job["run_dir"], "runs", "*")) + \
+                        glob.glob(os.path.join(job["run_dir"], "eval.txt")):  # a rerun: forget old logs
+                    shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else os.remove(old)
                 t0 = time.time()   # the reference for every wall-second of this run
-                proc = subprocess.Popen(job["cmd"], cwd=ROOT, stdout=out, stderr=err, env=env,
-                                        start_new_session=True)
-                running.append(dict(job=job, proc=proc, t0=t0, files=(out, err)))
+                proc = _start(job["cmd"], job["run_dir"], "stdout.txt", "stderr.txt", env)
+                running.append(dict(job=job, proc=proc, t0=t0, phase="train"))
             time.sleep(0.05)
             for r in list(running):
                 rc = r["proc"].poll()
@@ -249,18 +266,22 @@ def run_jobs(jobs, slots, timeout, log=print):
                     rc = r["proc"].wait()
                 if rc is None:
                     continue
-                t_end = time.time()
-                for f in r["files"]:
-                    f.close()
+                job = r["job"]
+                if r["phase"] == "train":
+                    r["t_end"], r["rc"], r["timed_out"] = time.time(), rc, timed_out
+                    folders = sorted(glob.glob(os.path.join(job["run_dir"], "runs", "*", "")))
+                    if job["evaluate"] and rc == 0 and folders:
+                        cmd = [sys.executable, job["script"], "--load", folders[-1], "--eval-episodes",
+                               str(EVAL_EPISODES)]
+                        r.update(phase="eval", proc=_start(cmd, job["run_dir"], "eval.txt", "eval_stderr.txt", env))
+                        continue
                 running.remove(r)
-                done.append(collect(r["job"], rc, r["t0"], t_end, timed_out))
-                log(f"[{len(done)}/{n}] {r['job']['algo']} seed {r['job']['seed']}: {describe(done[-1])}")
+                done.append(collect(job, r["rc"], r["t0"], r["t_end"], r["timed_out"]))
+                log(f"[{len(done)}/{n}] {job['algo']} {job['env_id']} seed {job['seed']}: {describe(done[-1])}")
     except KeyboardInterrupt:
         for r in running:
             _kill(r["proc"])
             r["proc"].wait()
-            for f in r["files"]:
-                f.close()
         log(f"interrupted: {len(done)} of {n} runs finished; writing their results")
         raise _Interrupted(done)
     return done
@@ -275,7 +296,7 @@ def _kill(proc):
     """End a run and its children (a3c's workers): its own process group, started by us."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(5)
+        proc.wait(10)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -299,7 +320,7 @@ def machine_info():
 def versions():
     from importlib import metadata
     out = [f"Python {platform.python_version()}"]
-    for pkg in ("torch", "gymnasium", "stable-baselines3", "numpy"):
+    for pkg in ("torch", "gymnasium", "stable-baselines3", "numpy", "mujoco", "box2d"):
         try:
             out.append(f"{pkg} {metadata.version(pkg)}")
         except metadata.PackageNotFoundError:
@@ -307,11 +328,11 @@ def versions():
     return ", ".join(out)
 
 
-def git_commit():
+def git_commit(path=ROOT):
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=path, capture_output=True,
                               text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return head + (" (with uncommitted changes)" if dirty else "") if head else None
     except (OSError, subprocess.SubprocessError):
@@ -339,28 +360,26 @@ def main(argv=None):
         meta, runs = ba.load_json(args.from_json)
         write_outputs(args.out, meta, runs)
         return 0
-    if any(a.endswith("_sb3") for a in args.algos):
+    if any(a.endswith("_sb3") for a, *_ in args.plan):
         try:
             import stable_baselines3  # noqa: F401  (fail now, not after an hour of our runs)
         except ImportError:
             sys.exit("stable-baselines3 is not installed: pip install -r benchmarks/requirements.txt "
-                     "(or leave the SB3 anchors out with --algos)")
-    jobs = make_jobs(args.algos, args.seeds, args.budgets, os.path.abspath(args.workdir), args.jobs)
+                     "(or leave the SB3 runs out with --algos)")
+    jobs = make_jobs(args.plan, os.path.abspath(args.workdir), args.suite, args.baseline, args.jobs)
     meta = dict(command="python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                 date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-                machine=machine_info(), versions=versions(), commit=git_commit(), seeds=args.seeds,
-                jobs=args.jobs, quick=args.quick, budgets={a: args.budgets[a] for a in args.algos},
-                solve_rules={e: dict(target=t, window=w) for e, (t, w) in ba.SOLVE_RULES.items()})
-    print(f"{len(jobs)} runs ({', '.join(args.algos)}; seeds 1..{args.seeds}), {args.jobs} at a time; "
-          f"logs in {args.workdir}", flush=True)
+                machine=machine_info(), versions=versions(), commit=git_commit(), jobs=args.jobs,
+                quick=args.quick, keep_training=args.suite, plan=args.plan,
+                baseline=args.baseline and f"{args.baseline} (commit {git_commit(args.baseline)})")
+    print(f"{len(jobs)} runs, {args.jobs} at a time; logs in {args.workdir}", flush=True)
     t = time.time()
     try:
         runs = run_jobs(jobs, args.jobs, args.run_timeout, log=lambda s: print(s, flush=True))
     except _Interrupted as e:
         meta["interrupted"] = True
-        runs = e.done
-        if runs:
-            write_outputs(args.out, meta, runs)
+        if e.done:
+            write_outputs(args.out, meta, e.done)
         return 130
     meta["total_s"] = round(time.time() - t, 1)
     write_outputs(args.out, meta, runs)

@@ -4,6 +4,7 @@ import glob
 import multiprocessing
 import os
 import queue
+import random
 import re
 import signal
 import subprocess
@@ -49,21 +50,21 @@ def test_loss_bootstraps_from_the_last_state_of_the_rollout():
         assert vl.item() == pytest.approx(F.smooth_l1_loss(v[:3], y).item(), rel=1e-5)
 
 
-def test_fast_policy_samples_the_torch_policy():
+def test_numpy_sampling_follows_the_torch_policy():
     torch.manual_seed(0)
     model = ActorCritic(4, 3, hidden=16)
     with torch.no_grad():
         model.fc_pi.bias.copy_(torch.tensor([0.0, 1.0, -1.0]))
-    policy = a3c.FastPolicy(model, seed=0)
-    s = torch.randn(4)
+    weights = [p.detach().numpy() for p in (model.fc1.weight, model.fc1.bias, model.fc_pi.weight, model.fc_pi.bias)]
+    s, rng = torch.randn(4), random.Random(0)
     probs = F.softmax(model.pi(s), -1).tolist()
     counts = [0, 0, 0]
     for _ in range(20000):
-        counts[policy.sample(s.numpy())] += 1
+        counts[a3c.sample_action(*weights, s.numpy(), rng)] += 1
     assert [c / 20000 for c in counts] == pytest.approx(probs, abs=0.015)
     with torch.no_grad():   # the views follow in-place weight copies (update_global)
         model.fc_pi.bias.copy_(torch.tensor([0.0, 0.0, 50.0]))
-    assert policy.sample(s.numpy()) == 2
+    assert a3c.sample_action(*weights, s.numpy(), rng) == 2
 
 
 # ------------------------------------------------------------------------------ one gradient per update
