@@ -393,8 +393,9 @@ class RunLogger:
         mean = f"{np.mean(self.returns):.1f}" if self.returns else "n/a"
         print(f"{self.reason} after {self.step} env steps, {self.episodes} episodes, {self.elapsed():.1f}s; "
               f"mean return of the last {len(self.returns)} episodes: {mean}")
+        script = sys.argv[0] if sys.argv[0].endswith(".py") else f"{self.algo}.py"   # as the user typed it
         print(note if note.startswith("model not saved") else f"model saved to {self.model_path}{note}\n  "
-              f"watch it: python {self.algo}.py --load {self.dir} --render")
+              f"watch it: python {script} --load {self.dir} --render")
         return error
 
 

@@ -95,8 +95,9 @@ def parse_args(argv=None):
     max_seeds = args.seeds or ((1 if args.suite else 2) if args.quick else None)
     args.plan = [(a, e, max(1000, int(b * frac)), min(s, max_seeds or s)) for a, e, b, s in plan
                  if a in algos and e in envs]
-    if args.baseline:
-        args.plan += [(a + ba.BASELINE, e, b, s) for a, e, b, s in args.plan if not a.endswith("_sb3")]
+    if args.baseline:   # each right after its counterpart: the two run side by side, under the same load
+        args.plan = [x for a, e, b, s in args.plan for x in [(a, e, b, s)] +
+                     ([(a + ba.BASELINE, e, b, s)] if not a.endswith("_sb3") else [])]
     args.run_timeout = args.run_timeout or (600.0 if args.quick else 4 * 3600.0)
     if args.out is None:
         args.out = os.path.join(HERE, "out", "quick") if args.quick else \

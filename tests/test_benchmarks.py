@@ -254,7 +254,7 @@ def test_parse_args_plans_the_suite_quick_mode_filters_and_baseline(tmp_path):
     assert {e for _, e, _, _ in speed.plan} == {"CartPole-v1", "Pendulum-v1"}
     (tmp_path / "actor_critic.py").write_text("")
     based = bench_run.parse_args(["--algos", "actor_critic,a2c_sb3", "--baseline", str(tmp_path)])
-    assert [a for a, *_ in based.plan] == ["actor_critic", "a2c_sb3", "actor_critic@base"]
+    assert [a for a, *_ in based.plan] == ["actor_critic", "actor_critic@base", "a2c_sb3"]
     job = bench_run.make_job("actor_critic@base", "CartPole-v1", 1, 1000, str(tmp_path), False, str(tmp_path))
     assert job["script"] == str(tmp_path / "actor_critic.py")
     for bad in (["--algos", "ppo"], ["--envs", "Pong-v5"], ["--baseline", "/no/such/dir"]):
