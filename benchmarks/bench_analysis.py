@@ -419,6 +419,13 @@ def write_json(path, meta, runs):
     return path
 
 
+def write_json_run(path, run):
+    """One run's record (run.py --resume reads it back)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(dict(run, episodes=_round_episodes(run.get("episodes") or [])), f, separators=(",", ":"))
+    os.replace(path + ".tmp", path)
+
+
 def load_json(path):
     with open(path) as f:
         data = json.load(f)

@@ -7,6 +7,7 @@
     python benchmarks/run.py --suite --envs Acrobot-v1 --algos actor_critic,a2c_sb3 --seeds 3
     python benchmarks/run.py --baseline /tmp/old  # also run the scripts of another checkout, labelled [baseline]
     python benchmarks/run.py --from-json benchmarks/results/runs.json    # redo the tables and plot only
+    python benchmarks/run.py --suite --resume    # after an interruption: keep the runs that finished, do the rest
 
 Each run is a user's command line with default hyperparameters (a3c.py with --num-workers 2); the SB3 runs
 use the rl-zoo hyperparameters of their env (benchmarks/sb3_anchor.py). With --suite every run trains its
@@ -78,6 +79,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="folder for results.md, learning_curves.png and runs.json "
                    "(default: benchmarks/results/ or benchmarks/results/speed/; --quick: benchmarks/out/quick/)")
     p.add_argument("--workdir", default=os.path.join(HERE, "out"), help="folder for the raw run logs")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse every run of --workdir that finished with the same command (its run.json)")
     p.add_argument("--from-json", metavar="PATH", default=None,
                    help="no training: rebuild the table and plot from a runs.json")
     args = p.parse_args(argv)
@@ -237,9 +240,20 @@ def _start(cmd, run_dir, out_name, err_name, env):
         return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, env=env, start_new_session=True)
 
 
-def run_jobs(jobs, slots, timeout, log=print):
+def finished_run(job):
+    """The record a finished run of the same command left in its folder (--resume), or None."""
+    try:
+        with open(os.path.join(job["run_dir"], "run.json")) as f:
+            run = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return ba.summarize_run(run) if run.get("cmd") == command_text(job["cmd"]) and run["status"] == "ok" else None
+
+
+def run_jobs(jobs, slots, timeout, log=print, resume=False):
     """Start ``jobs`` in order (strictly first-in first-out), at most ``slots`` cost units at a time. A job
-    that trained successfully and asks for it is then evaluated (--load ... --eval-episodes 20), untimed."""
+    that trained successfully and asks for it is then evaluated (--load ... --eval-episodes 20), untimed.
+    Each finished run's record goes to run.json in its folder; ``resume`` reuses those instead of rerunning."""
     pending, running, done = list(jobs), [], []
     env = subprocess_env()
     n = len(jobs)
@@ -247,13 +261,18 @@ def run_jobs(jobs, slots, timeout, log=print):
         while pending or running:
             while pending and sum(r["job"]["cost"] for r in running) + pending[0]["cost"] <= slots:
                 job = pending.pop(0)
+                if resume and (old := finished_run(job)):
+                    done.append(old)
+                    log(f"[{len(done)}/{n}] {job['algo']} {job['env_id']} seed {job['seed']}: (kept) {describe(old)}")
+                    continue
                 if not os.path.exists(job["script"]):
                     done.append(missing_run(job))
                     log(f"[{len(done)}/{n}] {job['algo']} {job['env_id']} seed {job['seed']}: {describe(done[-1])}")
                     continue
                 os.makedirs(job["run_dir"], exist_ok=True)
                 for old in glob.glob(os.path.join(job["run_dir"], "runs", "*")) + \
-                        glob.glob(os.path.join(job["run_dir"], "eval.txt")):  # a rerun: forget old logs
+                        glob.glob(os.path.join(job["run_dir"], "eval.txt")) + \
+                        glob.glob(os.path.join(job["run_dir"], "run.json")):  # a rerun: forget old logs
                     shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else os.remove(old)
                 t0 = time.time()   # the reference for every wall-second of this run
                 proc = _start(job["cmd"], job["run_dir"], "stdout.txt", "stderr.txt", env)
@@ -278,6 +297,7 @@ def run_jobs(jobs, slots, timeout, log=print):
                         continue
                 running.remove(r)
                 done.append(collect(job, r["rc"], r["t0"], r["t_end"], r["timed_out"]))
+                ba.write_json_run(os.path.join(job["run_dir"], "run.json"), done[-1])
                 log(f"[{len(done)}/{n}] {job['algo']} {job['env_id']} seed {job['seed']}: {describe(done[-1])}")
     except KeyboardInterrupt:
         for r in running:
@@ -376,7 +396,7 @@ def main(argv=None):
     print(f"{len(jobs)} runs, {args.jobs} at a time; logs in {args.workdir}", flush=True)
     t = time.time()
     try:
-        runs = run_jobs(jobs, args.jobs, args.run_timeout, log=lambda s: print(s, flush=True))
+        runs = run_jobs(jobs, args.jobs, args.run_timeout, log=lambda s: print(s, flush=True), resume=args.resume)
     except _Interrupted as e:
         meta["interrupted"] = True
         if e.done:

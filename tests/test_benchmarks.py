@@ -289,6 +289,22 @@ def test_a_trained_run_is_then_evaluated(tmp_path):
     assert run["status"] == "ok" and run["eval_returns"] == [7.5, 8.5] and run["eval_mean"] == 8.0
 
 
+def test_resume_keeps_the_runs_that_finished_with_the_same_command(tmp_path):
+    script = tmp_path / "fake.py"
+    script.write_text("import os, sys\nos.makedirs(os.path.join(sys.argv[2], 'run1'))\n"
+                      "open(os.path.join(os.path.dirname(sys.argv[2]), 'count'), 'a').write('x')\n")
+    job = dict(algo="actor_critic", env_id="CartPole-v1", seed=1, budget=100, cost=1, evaluate=False,
+               script=str(script), run_dir=str(tmp_path / "r"),
+               cmd=[sys.executable, str(script), "--logdir", str(tmp_path / "r" / "runs")])
+    (first,) = bench_run.run_jobs([job], slots=1, timeout=60, log=lambda s: None)
+    (kept,) = bench_run.run_jobs([job], slots=1, timeout=60, log=lambda s: None, resume=True)
+    assert first["status"] == kept["status"] == "ok" and kept["wall_s"] == first["wall_s"]
+    assert (tmp_path / "r" / "count").read_text() == "x"          # not run again
+    bench_run.run_jobs([dict(job, cmd=job["cmd"] + ["--seed", "2"])], slots=1, timeout=60, log=lambda s: None,
+                       resume=True)
+    assert (tmp_path / "r" / "count").read_text() == "xx"         # another command: run again
+
+
 def test_command_text():
     assert bench_run.command_text([sys.executable, os.path.join(ROOT, "sac.py"), "--seed", "1"]) == \
         "python sac.py --seed 1"
