@@ -8,9 +8,8 @@ ends) and compute for each step t of that rollout of length n the n-step TD targ
     y_t = r_t + γ·y_{t+1}  (y_n = R)        advantage A_t = y_t − V(s_t), a constant (detached)
     loss L = mean_t[ −log π(a_t|s_t)·A_t ] + smooth_l1(V(s_t), y_t) − β·mean_t H[π(·|s_t)]
 
-Each worker writes dL/dθ_local into the global model's gradients (fresh tensors: applied exactly once), takes one
-step of an Adam whose moments all workers share, and copies the global weights back. Nobody waits for anybody:
-that is the "asynchronous". The main process only collects finished episodes, logs them, and stops everyone.
+Each worker writes dL/dθ_local into the global model's gradients, takes one step of an Adam whose moments all
+workers share, and copies the global weights back. Nobody waits for anybody: that is the "asynchronous".
 
 Shapes in a worker: s (n+1, obs_dim), s_n the bootstrap state; a, r, y, A (n,); policy logits (n+1, n_actions).
 """
@@ -38,21 +37,16 @@ class Args(common.RunArgs):
     env_id: str = "CartPole-v1"
     total_timesteps: int = 1_000_000
     num_workers: int = hp(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-                          "training processes (default: the CPU cores this process may use)", post="cpu_count()",
-                          range="(0, inf)")
+                          "training processes (default: the usable CPU cores)", post="cpu_count()", range="(0, inf)")
     learning_rate: float = hp(1e-3, "Adam step size of the shared optimizer", post=2e-4, range="(0, inf)")
-    anneal_lr: bool = hp(False, "decay the learning rate linearly to 0 over --total-timesteps", post=False)
+    anneal_lr: bool = hp(True, "decay the learning rate linearly to 0 over --total-timesteps", post=False)
     update_interval: int = hp(20, "steps per rollout before a worker updates the global model (t_max)", post=5,
                               range="(0, inf)")
     gamma: float = hp(0.99, "discount γ", post=0.98, range="[0, 1]")
     hidden: int = hp(256, "units in the hidden layer", post=256, range="(0, inf)")
     reward_scale: float = hp(0.01, "rewards are multiplied by this for training", post="r/100", range="(0, inf)")
-    norm_reward: bool = hp(False, "divide rewards by a running std of the discounted return", post=False)
-    ent_coef: float = hp(0.01, "entropy bonus β", post=0.0, range="[0, inf)")
-    max_grad_norm: float = hp(0.0, "clip each rollout's gradient norm to this (0: no clipping)", post=0.0,
-                              range="[0, inf)")
-    # fork starts 2 workers in ~0.3 s; spawn (macOS/Windows default) re-imports torch in each (~2-5 s)
-    start_method: str = hp("fork" if sys.platform.startswith("linux") else "spawn",
+    ent_coef: float = hp(0.0, "entropy bonus β", post=0.0, range="[0, inf)")
+    start_method: str = hp("fork" if sys.platform.startswith("linux") else "spawn",   # fork: 0.3 s, spawn: 2-5 s
                            "how worker processes start (spawn: portable; fork: fastest, Unix only)",
                            post="Python's default", choices=("spawn", "fork", "forkserver"))
 
@@ -97,9 +91,8 @@ def a3c_loss(model, s, a, rewards, terminated, gamma, ent_coef=0.0):
 
 
 class SharedAdam:
-    """Adam whose step count and moments live in shared memory: all workers advance one optimizer state. Steps
-    take a lock (without it about 1 run in 4 blew up its weights). Not a torch.optim.Adam subclass: building any
-    torch optimizer imports torch._dynamo, 1.2 s of start-up (a fifth of a CartPole run)."""
+    """Adam with shared step count and moments: all workers advance one state, under a lock (without it 1 run in 4
+    blew up). Not a torch.optim.Adam subclass: any torch optimizer adds 1.2 s of start-up (torch._dynamo)."""
 
     def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, lock=None):
         self.params, self.lr, self.betas, self.eps, self.lock = list(params), lr, betas, eps, lock
@@ -119,22 +112,16 @@ class SharedAdam:
 
 
 def update_global(local_model, global_model, optimizer, s, a, rewards, terminated, args):
-    """One A3C update: local gradient -> global model, shared Adam step, global weights -> local model.
-
-    The posts' ``global_param._grad = local_param.grad`` breaks on PyTorch 2, where ``zero_grad()`` sets grads to
-    None: both then alias one tensor that is never zeroed again and sums every gradient so far. Fresh tensors
-    from ``torch.autograd.grad`` are applied exactly once."""
+    """Local gradient -> global model, shared Adam step, global weights -> local model. The posts'
+    ``global_param._grad = local_param.grad`` breaks on PyTorch 2 (``zero_grad()`` sets grads to None: both alias one
+    tensor that is never zeroed again and sums every gradient so far); ``torch.autograd.grad``'s are fresh."""
     loss, *stats = a3c_loss(local_model, s, a, rewards, terminated, args.gamma, args.ent_coef)
     if not torch.isfinite(loss):  # a nan/inf loss never reaches the global model: the worker stops (check_finite)
         return stats
     for p, g in zip(global_model.parameters(), torch.autograd.grad(loss, list(local_model.parameters()))):
         p.grad = g
-    if args.max_grad_norm:
-        nn.utils.clip_grad_norm_(global_model.parameters(), args.max_grad_norm)
     optimizer.step()
-    with torch.no_grad():
-        for p_local, p in zip(local_model.parameters(), global_model.parameters()):
-            p_local.copy_(p)
+    local_model.load_state_dict(global_model.state_dict())   # in place: sample_action's views follow
     return stats
 
 
@@ -156,8 +143,7 @@ def worker(rank, args, model_kwargs, global_model, optimizer, counter, stop, que
     """Training process ``rank``: rollouts and updates of the global model until ``stop`` is set."""
     seed = args.seed + rank
     common.seed_everything(seed, threads=1)
-    fail_at = int(os.environ.get("A3C_TEST_FAIL_AT_STEP", 0)) if rank == 0 else 0   # test hook
-    env = common.make_env(args.env_id, True, norm_reward_gamma=args.gamma if args.norm_reward else None)
+    env = common.make_env(args.env_id, True)
     env.action_space.seed(seed)
     local_model = ActorCritic(**model_kwargs)
     local_model.load_state_dict(global_model.state_dict())
@@ -169,7 +155,7 @@ def worker(rank, args, model_kwargs, global_model, optimizer, counter, stop, que
     s_buf, a_buf, rewards = torch.zeros(T + 1, model_kwargs["obs_dim"]), torch.zeros(T, dtype=torch.long), [0.0] * T
     s_np, a_np = s_buf.numpy(), a_buf.numpy()
     obs, _ = env.reset(seed=seed)
-    local_steps, updates = 0, 0
+    updates = 0
     while not stop.is_set():
         n, terminated, done = 0, False, False
         while n < T and not done:
@@ -185,7 +171,7 @@ def worker(rank, args, model_kwargs, global_model, optimizer, counter, stop, que
         with counter.get_lock():
             counter.value += n
             step = counter.value
-        local_steps, updates = local_steps + n, updates + 1
+        updates += 1
         common.check_finite(updates, step, **dict(zip(("policy_loss", "value_loss", "entropy"), stats)))
         if updates % 100 == 0:
             queue.put(("losses", rank, *(x.item() for x in stats), step))
@@ -194,8 +180,6 @@ def worker(rank, args, model_kwargs, global_model, optimizer, counter, stop, que
             obs, _ = env.reset()
         if step >= args.total_timesteps:
             stop.set()
-        if fail_at and local_steps >= fail_at:
-            raise RuntimeError(f"A3C_TEST_FAIL_AT_STEP={fail_at} reached")
     env.close()
 
 

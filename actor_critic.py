@@ -27,14 +27,13 @@ class Args(common.RunArgs):
     env_id: str = "CartPole-v1"
     total_timesteps: int = 500_000
     learning_rate: float = hp(1e-3, "Adam step size", post=2e-4, range="(0, inf)")
-    anneal_lr: bool = hp(False, "decay the learning rate linearly to 0 over --total-timesteps", post=False)
+    anneal_lr: bool = hp(True, "decay the learning rate linearly to 0 over --total-timesteps", post=False)
     gamma: float = hp(0.98, "discount γ", post=0.98, range="[0, 1]")
     n_rollout: int = hp(10, "steps per env between updates", post=10, range="(0, inf)")
     num_envs: int = hp(8, "envs stepped side by side: one forward pass acts for all", post=1, range="(0, inf)")
     hidden: int = hp(256, "units in the hidden layer", post=256, range="(0, inf)")
     reward_scale: float = hp(0.01, "rewards are multiplied by this for training", post="r/100", range="(0, inf)")
     norm_obs: bool = hp(False, "normalise observations by running mean and std (saved with the model)", post=False)
-    norm_reward: bool = hp(False, "divide rewards by a running std of the discounted return", post=False)
     ent_coef: float = hp(0.0, "entropy bonus c_H", post=0.0, range="[0, inf)")
     max_grad_norm: float = hp(0.0, "clip the gradient norm to this (0: no clipping)", post=0.0, range="[0, inf)")
     separate_networks: bool = hp(False, "separate policy and value networks, MSE critic loss (posts 001, 003)",
@@ -105,8 +104,7 @@ def train(args):
     if args.n_rollout * args.num_envs > args.total_timesteps:
         raise common.UsageError(f"one rollout (--n-rollout x --num-envs = {args.n_rollout * args.num_envs} env "
                                 f"steps) is longer than --total-timesteps {args.total_timesteps}")
-    envs, obs_rms = common.make_vector_env(args.env_id, args.num_envs, args.norm_obs,
-                                           args.gamma if args.norm_reward else None)
+    envs, obs_rms = common.make_vector_env(args.env_id, args.num_envs, args.norm_obs)
     common.default_target(args, envs.envs[0])
     obs_dim, n_actions = common.spaces_of(envs.envs[0])
     model_kwargs = dict(obs_dim=obs_dim, n_actions=n_actions, hidden=args.hidden, separate=args.separate_networks)

@@ -1,9 +1,6 @@
-"""Shared plumbing for actor_critic.py, a3c.py and sac.py: copy this file next to the script you use.
-
-No algorithm lives here: the command line built from a script's ``Args`` dataclass, environment creation and
-checks, the run folder (TensorBoard, config.json, model.pt), Ctrl-C/SIGTERM handling, the divergence guard,
-evaluation of a saved model, and the worker processes of a3c.py.
-"""
+"""Shared plumbing of actor_critic.py, a3c.py and sac.py (copy it next to the script you use); no algorithm lives
+here. The command line from a script's ``Args``, envs and their checks, the run folder (TensorBoard, config.json,
+model.pt), Ctrl-C/SIGTERM, the divergence guard, evaluation of a saved model, and a3c.py's worker processes."""
 import argparse
 import contextlib
 import dataclasses
@@ -35,6 +32,8 @@ if "pytest" not in sys.modules and hasattr(sys.modules.get("__main__"), "__file_
 import gymnasium as gym  # noqa: E402  (the slow imports come after the handlers)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+RMS_FIELDS = ("mean", "var", "count")   # the observation statistics saved in model.pt (--norm-obs)
 
 
 class UsageError(Exception):
@@ -75,15 +74,12 @@ def run_cli(main):
     code = 0
     try:
         main()
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 2
     except BrokenPipeError:  # stdout closed early (`| head`): the model and logs are already saved
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 1
-    except (Failure, OSError) as e:
-        print(f"error: {e if isinstance(e, Failure) else os_error(e)}", file=sys.stderr)
-        code = 1
+    except (UsageError, Failure, OSError) as e:
+        print(f"error: {os_error(e) if isinstance(e, OSError) else e}", file=sys.stderr)
+        code = 2 if isinstance(e, UsageError) else 1
     except KeyboardInterrupt:
         _signals.received = _signals.received or signal.SIGINT
     if _signals.received and code == 0:
@@ -98,8 +94,7 @@ def os_error(e, path=None):
 
 # --- Command line: each script declares its hyperparameters once, in an Args dataclass --------------------------
 def hp(default, help, post=None, range=None, choices=None):
-    """A field of ``Args``: its default, a one-line help, the posts' value and the allowed range, e.g.
-    ``range="[0, 1]"`` or ``"(0, inf)"`` (brackets include the end, parentheses exclude it)."""
+    """A field of ``Args``: default, one-line help, the posts' value, allowed range ("[0, 1]", "(0, inf)")."""
     return dataclasses.field(default=default, metadata=dict(help=help, post=post, range=range, choices=choices))
 
 
@@ -112,7 +107,8 @@ class RunArgs:
                               range="(0, inf)")
     target_return: float = hp(None, "stop once the mean of the last --return-window returns reaches this "
                                     "(default: the env's reward_threshold, if any)")
-    return_window: int = hp(100, "episodes averaged for --target-return", range="(0, inf)")
+    return_window: int = hp(None, "episodes averaged for --target-return (default: 10 on Pendulum-v1, else 100)",
+                            range="(0, inf)")
     keep_training: bool = hp(False, "train for all --total-timesteps even after the target return is reached")
     threads: int = hp(1, "torch CPU threads; 1 is fastest for networks this small", range="(0, inf)")
     print_interval: int = hp(20, "episodes between progress lines", range="(0, inf)")
@@ -125,10 +121,8 @@ class RunArgs:
 
 def _converter(kind, interval):
     """argparse type: ``kind`` from text, finite, inside ``interval`` ("(0, inf)", "[0, 1]"...), one-line errors."""
-    lo_closed, lo, hi, hi_closed = True, -math.inf, math.inf, True
-    if interval:
-        lo_closed, hi_closed = interval[0] == "[", interval[-1] == "]"
-        lo, hi = (float(x) for x in interval[1:-1].split(","))
+    lo_closed, hi_closed = (interval or "[]")[0] == "[", (interval or "[]")[-1] == "]"
+    lo, hi = (float(x) for x in interval[1:-1].split(",")) if interval else (-math.inf, math.inf)
     noun = "an integer" if kind is int else "a number"
     want = (f"must be a positive {noun.split()[-1]}" if (lo, lo_closed, hi) == (0, False, math.inf) else
             f"must be {'>=' if lo_closed else '>'} {lo:g}" if hi == math.inf else f"must be in {interval}")
@@ -138,15 +132,14 @@ def _converter(kind, interval):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {noun}, got '{text}'") from None
-        if kind is str and not value.strip():
-            raise argparse.ArgumentTypeError("must not be empty")
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        if kind is not str and not ((lo <= value if lo_closed else lo < value) and
-                                    (value <= hi if hi_closed else value < hi)):
-            raise argparse.ArgumentTypeError(f"{want}, got {text}")
+        inside = kind is str or ((lo <= value if lo_closed else lo < value) and
+                                 (value <= hi if hi_closed else value < hi))
+        problem = ("must not be empty" if kind is str and not value.strip() else
+                   f"must be a finite number, got {text}" if kind is float and not math.isfinite(value) else
+                   None if inside else f"{want}, got {text}")
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
         return value
-    convert.__name__ = kind.__name__
     return convert
 
 
@@ -156,8 +149,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(cls, doc, argv=None):
-    """The command line of the dataclass ``cls`` (flags, help with the defaults and the posts' values, type and
-    range checks, no abbreviations) -> a ``cls`` instance."""
+    """The dataclass ``cls`` as a command line (help with defaults and posts' values, checked types and ranges)."""
     p = _Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     shared = {f.name: f for f in dataclasses.fields(RunArgs)}
     groups = {True: p.add_argument_group("run"), False: p.add_argument_group("hyperparameters")}
@@ -175,13 +167,12 @@ def parse_args(cls, doc, argv=None):
         groups[f.name in shared].add_argument("--" + f.name.replace("_", "-"), **kw).help = \
             (meta["help"] + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")
     args = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(p.parse_args(argv)).items()})
-    if not args.load:   # with --load, the env defaults to the model's (load_model)
-        resolve_env_id(args)
+    args.env_id = args.env_id or (None if args.load else cls.env_id)   # --load: the model's env (load_model)
     return args
 
 
 def prepare(args):
-    """Seed everything, and check now (not after training) that --render and --video can work."""
+    """Seed everything; check now, not after training, that --render and --video can work."""
     seed_everything(args.seed, args.threads)
     if args.render and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or
                                                                   os.environ.get("WAYLAND_DISPLAY")):
@@ -195,26 +186,16 @@ def prepare(args):
             raise UsageError(f"--{flag} needs {module}: pip install {package}\"gymnasium[classic-control]\"") from None
 
 
-def resolve_env_id(args, saved=None):
-    """--env-id if given, else the env of the model being loaded, else the script's default."""
-    args.env_id = args.env_id or (saved or {}).get("env_id") or type(args).env_id
-    return args.env_id
-
-
 def seed_everything(seed, threads=1):
     """Seed Python, NumPy and torch, and fix torch's CPU threads (1 is fastest for tiny networks)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed), torch.set_num_threads(threads)
 
 
 # --- Environments -------------------------------------------------------------------------------------------------
-def make_env(env_id, discrete, render_mode=None, obs_rms=None, norm_obs=False, norm_reward_gamma=None):
-    """``gym.make(env_id)`` with observations flattened to a vector (one-hot for Discrete), episode statistics
-    recorded, and optional Gymnasium normalisation; or one clear line saying why this env cannot be used.
-    ``discrete``: the script needs Discrete actions (True) or a bounded Box (False). ``obs_rms``: saved
-    observation statistics, applied frozen (evaluation of a trained model)."""
+def make_env(env_id, discrete, render_mode=None, obs_rms=None, norm_obs=False):
+    """``gym.make(env_id)``, observations flattened to a vector (one-hot for Discrete), episode statistics recorded,
+    optionally normalised (``obs_rms``: saved statistics, applied frozen); or one line saying why the env cannot be
+    used. ``discrete``: the script needs Discrete actions (True) or a bounded Box (False)."""
     try:
         env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))  # some envs take no such arg
     except gym.error.NamespaceNotFound as e:
@@ -229,8 +210,8 @@ def make_env(env_id, discrete, render_mode=None, obs_rms=None, norm_obs=False, n
         flat = gym.spaces.flatdim(obs) > 0 and not isinstance(obs, gym.spaces.Text)
     except ValueError:
         flat = False
-    problem = (f"image observations {obs}: these scripts have no convolutional network"
-               if isinstance(obs, gym.spaces.Box) and (obs.dtype == np.uint8 and len(obs.shape) >= 2 or len(obs.shape) == 3)
+    image = isinstance(obs, gym.spaces.Box) and (len(obs.shape) == 3 or obs.dtype == np.uint8 and len(obs.shape) >= 2)
+    problem = (f"image observations {obs}: these scripts have no convolutional network" if image
                else f"observations {obs}, which do not flatten to a fixed-size vector" if not flat
                else f"the action space {act}; this script needs a Discrete action space (sac.py: Box)"
                if discrete and not isinstance(act, gym.spaces.Discrete)
@@ -244,23 +225,19 @@ def make_env(env_id, discrete, render_mode=None, obs_rms=None, norm_obs=False, n
     if not (isinstance(obs, gym.spaces.Box) and len(obs.shape) == 1):
         env = gym.wrappers.FlattenObservation(env)
     env = gym.wrappers.RecordEpisodeStatistics(env)    # info["episode"]: the true return, before any scaling
-    if norm_reward_gamma is not None:
-        env = gym.wrappers.NormalizeReward(env, gamma=norm_reward_gamma)
     if norm_obs or obs_rms is not None:
         env = gym.wrappers.NormalizeObservation(env)
         if obs_rms is not None:
-            env.obs_rms.mean, env.obs_rms.var, env.obs_rms.count = (obs_rms[k].numpy() for k in ("mean", "var",
-                                                                                                   "count"))
+            env.obs_rms.mean, env.obs_rms.var, env.obs_rms.count = (obs_rms[k].numpy() for k in RMS_FIELDS)
             env.update_running_mean = False
     return env
 
 
-def make_vector_env(env_id, n, norm_obs=False, norm_reward_gamma=None):
-    """``n`` envs from make_env stepped together. SAME_STEP autoreset: info["final_obs"] holds an episode's real
-    last observation. With ``norm_obs`` all share one set of statistics (returned: it is saved with the model;
-    Gymnasium's vector NormalizeObservation would need NEXT_STEP autoreset)."""
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id, True, norm_obs=norm_obs,
-                                                      norm_reward_gamma=norm_reward_gamma)] * n,
+def make_vector_env(env_id, n, norm_obs=False):
+    """``n`` envs from make_env stepped together; SAME_STEP autoreset: info["final_obs"] is an episode's real last
+    observation. With ``norm_obs`` all share one set of statistics, returned to be saved with the model (Gymnasium's
+    vector NormalizeObservation would need NEXT_STEP autoreset)."""
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id, True, norm_obs=norm_obs)] * n,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     for env in envs.envs[1:] if norm_obs else ():
         env.obs_rms = envs.envs[0].obs_rms
@@ -274,9 +251,23 @@ def spaces_of(env):
 
 
 def default_target(args, env):
-    """--target-return defaults to the env's reward_threshold."""
+    """--target-return defaults to the env's reward_threshold; Pendulum-v1 has none: -200 over 10 episodes."""
+    pendulum = env.spec is not None and env.spec.id == "Pendulum-v1"
     if args.target_return is None and env.spec is not None:
-        args.target_return = env.spec.reward_threshold
+        args.target_return = -200.0 if pendulum else env.spec.reward_threshold
+    args.return_window = args.return_window or (10 if pendulum else 100)
+
+
+def check_device(device):
+    """--device: cpu, or cuda where this torch build and machine have it; else one line."""
+    with contextlib.suppress(RuntimeError):
+        kind = torch.device(device).type
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+                             f"cuda build: {torch.version.cuda}); use --device cpu")
+        if kind in ("cpu", "cuda"):
+            return
+    raise UsageError(f"--device: unknown device '{device}' (use cpu or cuda)")
 
 
 # --- Run folder, TensorBoard, progress line, and saving whatever ends the training loop ---------------------------
@@ -345,7 +336,7 @@ class RunLogger:
 
     @contextlib.contextmanager
     def training(self, model, obs_rms=None):
-        """Wrap the training loop. Ctrl-C/SIGTERM make ``done()`` true (a second one stops at once); whatever ends
+        """Around the training loop: Ctrl-C/SIGTERM make ``done()`` true (a second one stops at once); whatever ends
         the loop, model.pt is saved (finite weights only) and the summary printed, with signals held off."""
         self.model, self.obs_rms, error = model, obs_rms, None
         _signals.graceful = True
@@ -375,8 +366,7 @@ class RunLogger:
         if self.snapshot and isinstance(error, Diverged) or not all_finite(state):
             state, note = self.snapshot[1] if self.snapshot else None, (
                 f" (the weights of env step {self.snapshot[0]}, before the divergence)" if self.snapshot else "")
-        rms = self.obs_rms and {k: torch.as_tensor(np.asarray(getattr(self.obs_rms, k), np.float64))
-                                for k in ("mean", "var", "count")}
+        rms = self.obs_rms and {k: torch.tensor(np.asarray(getattr(self.obs_rms, k), np.float64)) for k in RMS_FIELDS}
         try:
             if state is None:
                 note = "model not saved: its weights are not finite and no earlier ones were kept"
@@ -406,9 +396,8 @@ def make_run_dir(logdir, name):
     try:
         os.makedirs(logdir, exist_ok=True)
         for n in range(1, 1000):
-            path = os.path.join(logdir, name + (f"-{n}" if n > 1 else ""))
             with contextlib.suppress(FileExistsError):
-                os.mkdir(path)     # atomic: two runs never get the same folder
+                os.mkdir(path := os.path.join(logdir, name + (f"-{n}" if n > 1 else "")))  # atomic: never shared
                 return path
     except OSError as e:
         raise Failure(f"cannot create a run folder in --logdir {logdir}: {os_error(e)}") from None
@@ -424,19 +413,18 @@ def check_finite(update, step, **losses):
     for name, value in losses.items():
         if not math.isfinite(value := float(value)):
             raise Diverged(f"training diverged: {name} is {value} at update {update} (env step {step}); "
-                          "try a smaller learning rate, or check the env's rewards and observations")
+                           "try a smaller learning rate, or check the env's rewards and observations")
 
 
 # --- Saving, loading and evaluating a model -----------------------------------------------------------------------
 def save_model(path, algo, env_id, model_kwargs, state_dict, hyperparams=None, obs_rms=None):
     """Write ``path`` atomically: a crash, Ctrl-C or full disk never leaves a half-written model file."""
-    payload = {"algo": algo, "env_id": env_id, "model_kwargs": model_kwargs, "state_dict": state_dict,
-               "obs_rms": obs_rms, "hyperparams": {k: list(v) if isinstance(v, tuple) else v
-                                                   for k, v in (hyperparams or {}).items()}}
+    hyperparams = {k: list(v) if isinstance(v, tuple) else v for k, v in (hyperparams or {}).items()}
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".model-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            torch.save(dict(algo=algo, env_id=env_id, model_kwargs=model_kwargs, state_dict=state_dict,
+                            obs_rms=obs_rms, hyperparams=hyperparams), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -461,14 +449,14 @@ def load_model(path, algo, args=None):
                          (f" (it was saved by {found}.py)" if found else ""))
     if not all_finite(payload["state_dict"]):
         raise UsageError(f"--load: {path} holds non-finite weights (nan/inf): that run diverged")
-    if args is not None:
-        resolve_env_id(args, payload)
+    if args is not None:   # --env-id if given, else the model's env
+        args.env_id = args.env_id or payload.get("env_id") or type(args).env_id
     return payload
 
 
 def evaluate(args, discrete, act, saved):
-    """Play --eval-episodes with ``act(obs) -> action`` in an env with the spaces of the ``saved`` model (and its
-    frozen observation statistics); print each return and the mean. --render: a window; --video: MP4 files."""
+    """Play --eval-episodes with ``act(obs) -> action`` in the ``saved`` model's env (--render: a window, --video:
+    MP4 files), with its spaces checked and its frozen observation statistics; print each return and the mean."""
     env = make_env(args.env_id, discrete, "human" if args.render else ("rgb_array" if args.video else None),
                    obs_rms=saved.get("obs_rms"))
     kw, (obs_dim, n_act) = saved["model_kwargs"], spaces_of(env)
@@ -498,9 +486,8 @@ def evaluate(args, discrete, act, saved):
 
 # --- Worker processes (a3c.py) ------------------------------------------------------------------------------------
 class Workers:
-    """a3c.py's worker processes ``target(rank, *args, stop, queue)``, seen from the main process. They ignore
-    Ctrl-C and SIGTERM (a terminal or a kill of the process group reaches them too): the main process stops them
-    through the ``stop`` event. A worker's exception reaches the main process as an ("error", ...) message."""
+    """a3c.py's worker processes ``target(rank, *args, stop, queue)``. They ignore Ctrl-C and SIGTERM (which reach
+    the whole process group): the main process stops them with ``stop``; an exception arrives as an "error" message."""
 
     def __init__(self, ctx, n, target, args):
         self.stop, self.queue = ctx.Event(), ctx.Queue()
@@ -511,12 +498,11 @@ class Workers:
             for p in self.procs:
                 p.start()
         finally:
-            signal.signal(signal.SIGINT, old[0])
-            signal.signal(signal.SIGTERM, old[1])
+            for s, handler in zip((signal.SIGINT, signal.SIGTERM), old):
+                signal.signal(s, handler)
 
     def messages(self, timeout=0.0):
-        """The messages waiting (up to ``timeout`` s for the first). A worker that exited before ``stop`` was set
-        without reporting an error (killed, say by the out-of-memory killer) is a Failure."""
+        """The messages waiting (up to ``timeout`` s for the first); a worker gone silently (killed) is a Failure."""
         msgs = []
         with contextlib.suppress(queue_lib.Empty, OSError, ValueError, EOFError):
             msgs.append(self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait())
@@ -529,8 +515,7 @@ class Workers:
         return msgs
 
     def stop_all(self, timeout=5.0):
-        """Set ``stop``, wait up to ``timeout`` s for every worker (reading the queue so none blocks on it), kill
-        stragglers. Returns the messages read meanwhile: no episode a worker finished is lost."""
+        """Stop every worker (killed after ``timeout`` s); returns all messages: no finished episode is lost."""
         self.stop.set()
         msgs, deadline, _signals.shielded = [], time.monotonic() + timeout, True   # a 2nd Ctrl-C leaves no orphans
         try:

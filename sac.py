@@ -36,23 +36,19 @@ class Args(common.RunArgs):
     """Hyperparameters, each with its default, the posts' value and its range (README: why they differ)."""
     env_id: str = "Pendulum-v1"
     total_timesteps: int = 30_000
-    return_window: int = hp(None, "episodes averaged for --target-return (default: 10 on Pendulum-v1, whose "
-                                  "target is -200, else 100)", range="(0, inf)")
     print_interval: int = 5
     lr_pi: float = hp(1e-3, "actor learning rate", post=5e-4, range="(0, inf)")
     lr_q: float = hp(1e-3, "critic learning rate", post=1e-3, range="(0, inf)")
     lr_alpha: float = hp(1e-3, "temperature learning rate", post=1e-3, range="(0, inf)")
     init_alpha: float = hp(0.1, "initial temperature α", post=0.01, range="(0, inf)")
     target_entropy: float = hp(None, "target entropy H̄ (default: −dim(A))")
-    gamma: float = hp(0.98, "discount γ", post=0.98, range="[0, 1]")
+    gamma: float = hp(0.99, "discount γ", post=0.98, range="[0, 1]")
     tau: float = hp(0.01, "target soft-update rate τ", post=0.01, range="(0, 1]")
     batch_size: int = hp(64, "transitions per gradient update", post=32, range="(0, inf)")
-    buffer_size: int = hp(50_000, "replay buffer capacity", post=50_000, range="(0, inf)")
+    buffer_size: int = hp(1_000_000, "replay buffer capacity", post=50_000, range="(0, inf)")
     reward_scale: float = hp(1.0, "rewards are multiplied by this for training", post="r/10", range="(0, inf)")
-    utd_ratio: float = hp(1.0, "gradient updates per env step", post="0.1: 20 per 200-step episode",
-                          range="(0, inf)")
-    update_every: int = hp(1, "env steps between bursts of updates (each of update_every*utd_ratio updates)",
-                           post="200: at each episode end", range="(0, inf)")
+    utd_ratio: float = hp(1.0, "gradient updates per env step", post="0.1 (20 per episode)", range="(0, inf)")
+    update_every: int = hp(1, "env steps between bursts of update_every·utd_ratio updates", post=200, range="(0, inf)")
     learning_starts: int = hp(500, "env steps before the first update", post=1000, range="[0, inf)")
     random_steps: int = hp(500, "env steps with uniformly random actions first (warm-up)", post=0, range="[0, inf)")
     actor_hidden: tuple = hp((64, 64), "hidden layer sizes of the policy network", post=(128,), range="(0, inf)")
@@ -65,8 +61,7 @@ class ReplayBuffer:
 
     def __init__(self, capacity, obs_dim, act_dim):
         self.capacity, self.size, self.ptr = capacity, 0, 0
-        self.fields = [torch.zeros(capacity, obs_dim), torch.zeros(capacity, act_dim), torch.zeros(capacity),
-                       torch.zeros(capacity), torch.zeros(capacity, obs_dim)]
+        self.fields = [torch.zeros(capacity, *shape) for shape in ((obs_dim,), (act_dim,), (), (), (obs_dim,))]
         self.views = [f.numpy() for f in self.fields]     # writes through NumPy: no tensor built per step
 
     def put(self, s, a, r, terminated, s_next):
@@ -81,9 +76,8 @@ class ReplayBuffer:
 
 
 def mlp(sizes):
-    layers = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+    """Linear layers of the given sizes [in, hidden..., out] with ReLU between them."""
+    layers = [m for n_in, n_out in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(n_in, n_out), nn.ReLU())]
     return nn.Sequential(*layers[:-1])
 
 
@@ -94,10 +88,8 @@ class PolicyNet(nn.Module):
         super().__init__()
         self.net = mlp([obs_dim, *hidden, 2 * act_dim])        # -> μ and log σ
         low, high = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
-        self.register_buffer("low", low)
-        self.register_buffer("high", high)
-        self.register_buffer("scale", (high - low) / 2)
-        self.register_buffer("bias", (high + low) / 2)
+        for name, x in dict(low=low, high=high, scale=(high - low) / 2, bias=(high + low) / 2).items():
+            self.register_buffer(name, x)
         # Σ_i log scale_i + D/2·log 2π + D·2·log 2: the constant part of −log π
         self.register_buffer("log_const", (self.scale.log().sum() + act_dim * (0.5 * math.log(2 * math.pi)
                                                                                 + 2 * math.log(2))))
@@ -116,6 +108,7 @@ class PolicyNet(nn.Module):
     @torch.no_grad()
     def act(self, s, deterministic=False):
         """Action for the env: sampled, or the mean bias + scale·tanh(μ); clamped against float rounding."""
+        s = torch.as_tensor(s, dtype=torch.float32, device=self.low.device)      # a NumPy observation as well
         mu, log_std = self.net(s).chunk(2, dim=-1)
         u = mu if deterministic else mu + log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp() * torch.randn_like(mu)
         return (self.bias + self.scale * torch.tanh(u)).clamp(self.low, self.high)
@@ -152,11 +145,11 @@ def calc_target(pi, q_target, log_alpha, r, terminated, s_next, gamma):
         return r + gamma * (1.0 - terminated) * soft_q
 
 
+@torch.no_grad()
 def soft_update(net, target, tau):
     """θ' ← θ' + τ·(θ − θ')."""
-    with torch.no_grad():
-        for p_target, p in zip(target.parameters(), net.parameters()):
-            p_target.lerp_(p, tau)
+    for p_target, p in zip(target.parameters(), net.parameters()):
+        p_target.lerp_(p, tau)
 
 
 class SAC:
@@ -186,7 +179,6 @@ class SAC:
             self.q_opt.zero_grad()
             qf_loss.sum().backward()
             self.q_opt.step()
-
         a_pi, log_prob = self.pi(s)
         alpha = self.log_alpha.exp()
         actor_loss = (alpha.detach() * log_prob - self.q(s, a_pi).min(0).values).mean()
@@ -198,28 +190,13 @@ class SAC:
                 p.grad = g
             self.pi_opt.step()
             soft_update(self.q, self.q_target, self.args.tau)
-        return dict(qf1_loss=qf_loss[0], qf2_loss=qf_loss[1], actor_loss=actor_loss, alpha_loss=alpha_loss,
-                    alpha=alpha)
-
-
-def check_device(args):
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise common.UsageError(f"--device: unknown device '{args.device}' (use cpu or cuda)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise common.UsageError(f"--device: '{args.device}' is not supported (use cpu or cuda)")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise common.UsageError(f"--device {args.device}: CUDA is not available here (torch {torch.__version__}, "
-                                f"cuda build: {torch.version.cuda}); use --device cpu")
+        return {k: v.detach() for k, v in dict(qf1_loss=qf_loss[0], qf2_loss=qf_loss[1], actor_loss=actor_loss,
+                                               alpha_loss=alpha_loss, alpha=alpha).items()}
 
 
 def train(args):
     env = common.make_env(args.env_id, False)
-    if args.target_return is None and args.env_id == "Pendulum-v1":
-        args.target_return = -200.0     # Pendulum's spec has no reward_threshold
-    common.default_target(args, env)
-    args.return_window = args.return_window or (10 if args.env_id == "Pendulum-v1" else 100)
+    common.default_target(args, env)    # Pendulum-v1: -200 over the last 10 episodes
     obs_dim, act_dim = common.spaces_of(env)
     agent = SAC(obs_dim, act_dim, env.action_space.low, env.action_space.high, args)
     memory = ReplayBuffer(args.buffer_size, obs_dim, act_dim)
@@ -230,10 +207,7 @@ def train(args):
     step, updates, credit = 0, 0, 0.0
     with log.training(agent.pi):
         while step < args.total_timesteps and not log.done():
-            if step < args.random_steps:
-                a = env.action_space.sample()
-            else:
-                a = agent.pi.act(torch.as_tensor(s, dtype=torch.float32, device=args.device)).cpu().numpy()
+            a = env.action_space.sample() if step < args.random_steps else agent.pi.act(s).cpu().numpy()
             s_next, r, terminated, truncated, info = env.step(a)
             memory.put(s, a, r * args.reward_scale, terminated, s_next)
             s, step = s_next, step + 1
@@ -244,8 +218,7 @@ def train(args):
             if step >= args.learning_starts:
                 credit += args.utd_ratio                 # updates owed: utd_ratio per env step
                 while step % args.update_every == 0 and credit >= 1.0:
-                    losses = {k: v.detach() for k, v in agent.train_net(memory.sample(args.batch_size,
-                                                                                       args.device)).items()}
+                    losses = agent.train_net(memory.sample(args.batch_size, args.device))
                     credit, updates = credit - 1.0, updates + 1
                     common.check_finite(updates, step, **losses)
                     if updates % 200 == 0:
@@ -259,20 +232,16 @@ def train(args):
 def main(argv=None):
     args = common.parse_args(Args, __doc__, argv)
     common.prepare(args)          # seeds; --render/--video fail now, not after training
-    check_device(args)
+    common.check_device(args.device)
     if not args.load:
         _, log = train(args)
         if not (args.render or args.video):
             return
         args.load = log.model_path    # watch the model as saved
     saved = common.load_model(args.load, "sac", args)
-    pi = PolicyNet(**saved["model_kwargs"])
-    pi.load_state_dict(saved["state_dict"])
-    pi.to(args.device)
-
-    def act(obs):                 # the deterministic (mean) action bias + scale·tanh(μ)
-        return pi.act(torch.as_tensor(obs, dtype=torch.float32, device=args.device), deterministic=True).cpu().numpy()
-    common.evaluate(args, False, act, saved)
+    pi = PolicyNet(**saved["model_kwargs"]).to(args.device)
+    pi.load_state_dict(saved["state_dict"])       # evaluation plays the mean action bias + scale·tanh(μ)
+    common.evaluate(args, False, lambda obs: pi.act(obs, deterministic=True).cpu().numpy(), saved)
 
 
 if __name__ == "__main__":

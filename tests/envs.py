@@ -40,6 +40,15 @@ class NanRewardBoxEnv(NanRewardEnv):
     action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
 
 
+class CrashEnv(NanRewardEnv):
+    """Raises after 300 steps in a process: an A3C worker that crashes."""
+
+    def step(self, action):
+        if NanRewardEnv.steps >= 300:
+            raise RuntimeError("the env crashed at step 300")
+        return super().step(action)
+
+
 class NoArgsEnv(CounterEnv):
     """A coursework-style env whose constructor takes no arguments at all (no render_mode)."""
 
@@ -50,4 +59,7 @@ class NoArgsEnv(CounterEnv):
 gym.register("TestCounter-v0", entry_point=CounterEnv, max_episode_steps=3)
 gym.register("TestNanReward-v0", entry_point=NanRewardEnv, max_episode_steps=20)
 gym.register("TestNanRewardBox-v0", entry_point=NanRewardBoxEnv, max_episode_steps=20)
+gym.register("TestCrash-v0", entry_point=CrashEnv, max_episode_steps=20)
 gym.register("TestNoArgs-v0", entry_point=NoArgsEnv, max_episode_steps=50)
+gym.register("TestFrozenLake-v0", entry_point="gymnasium.envs.toy_text.frozen_lake:FrozenLakeEnv",
+             kwargs=dict(is_slippery=False), max_episode_steps=50)

@@ -22,7 +22,7 @@ import a3c
 import common
 from a3c import ActorCritic
 from conftest import ROOT, assert_no_process_left, assert_one_line_error, parse, run_script
-from envs import CounterEnv
+from tests.envs import CounterEnv
 
 
 # ------------------------------------------------------------------------------------------ n-step targets
@@ -68,7 +68,7 @@ def test_numpy_sampling_follows_the_torch_policy():
 
 
 # ------------------------------------------------------------------------------ one gradient per update
-ARGS = SimpleNamespace(gamma=0.99, ent_coef=0.0, max_grad_norm=0.0)
+ARGS = SimpleNamespace(gamma=0.99, ent_coef=0.0)
 
 
 def pull_weights(local_model, global_model):
@@ -220,10 +220,11 @@ def test_two_spawned_workers_train_log_and_leave_nothing_behind(tmp_path):
 
 def test_a_failing_worker_stops_the_run_with_its_error(tmp_path):
     proc = run_a3c("--num-workers", "2", "--total-timesteps", "1000000", "--logdir", tmp_path,
-                   A3C_TEST_FAIL_AT_STEP="300")
+                   "--env-id", "tests.envs:TestCrash-v0")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "worker 0 failed: RuntimeError: A3C_TEST_FAIL_AT_STEP=300" in lines[0], proc.stderr
+    assert len(lines) == 1 and re.search(r"worker [01] failed: RuntimeError: the env crashed at step 300", lines[0]), \
+        proc.stderr
     assert "Traceback" not in proc.stdout
     (log,) = glob.glob(os.path.join(tmp_path, "*", "worker_error.log"))
     assert "Traceback" in open(log).read()

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import actor_critic as ac
 import common
 from conftest import assert_one_line_error, parse, run_script
+from tests.envs import CounterEnv
 
 
 class TableModel(nn.Module):
@@ -114,24 +115,6 @@ def test_short_cartpole_run_learns(tmp_path):
     assert max(log.returns) <= 500      # the posts' `while not done` printed scores above the 500-step limit
 
 
-class CounterEnv(gym.Env):
-    """obs = [t]; the episode terminates at t == 3 (``terminate_at``) or is truncated by a 3-step time limit."""
-    observation_space = gym.spaces.Box(0.0, 10.0, (1,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def __init__(self, terminate_at=None, render_mode=None):
-        self.terminate_at, self.render_mode = terminate_at, render_mode
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.array([0.0], np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.array([self.t], np.float32), 1.0, self.t == self.terminate_at, False, {}
-
-
 @pytest.mark.parametrize("terminate_at, max_steps", [(3, 10), (None, 3)])
 def test_training_loop_stores_the_real_last_observation(tmp_path, monkeypatch, terminate_at, max_steps):
     """Episode ends: s' is the true final observation (not the next episode's reset) and only termination masks."""
@@ -156,6 +139,46 @@ def test_other_discrete_envs_run(tmp_path, env_id):
     common.seed_everything(args.seed, args.threads)
     model, log = ac.train(args)
     assert log.episodes >= 1 and os.path.isfile(log.model_path)
+
+
+def test_a_discrete_observation_env_is_one_hot_and_learned(tmp_path):
+    """FrozenLake's Discrete(16) observation arrives one-hot; without slipping, the goal is learned in 20k steps
+    (its only reward is 1 at the goal: --reward-scale 1, as the README advises for sparse 0/1 rewards)."""
+    proc = run_script("actor_critic.py", "--env-id", "tests.envs:TestFrozenLake-v0", "--total-timesteps", "20000",
+                      "--reward-scale", "1", "--keep-training", "--logdir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert float(re.search(r"mean return of the last 100 episodes: ([\d.]+)", proc.stdout).group(1)) >= 0.7
+    (run,) = glob.glob(os.path.join(tmp_path, "*"))
+    assert common.load_model(run, "actor_critic")["model_kwargs"]["obs_dim"] == 16
+    evaluation = run_script("actor_critic.py", "--load", run, "--eval-episodes", "3")
+    assert "mean return over 3 episodes: 1.0" in evaluation.stdout, evaluation.stdout + evaluation.stderr
+
+
+@pytest.mark.parametrize("env_id", ["Blackjack-v1", "Taxi-v4", "tests.envs:TestNoArgs-v0"])
+def test_tuple_observations_and_constructors_without_arguments_run(tmp_path, env_id):
+    proc = run_script("actor_critic.py", "--env-id", env_id, "--total-timesteps", "3000", "--logdir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    evaluation = run_script("actor_critic.py", "--load", glob.glob(os.path.join(tmp_path, "*"))[0],
+                            "--eval-episodes", "2")
+    assert evaluation.returncode == 0 and "mean return over 2 episodes" in evaluation.stdout, evaluation.stderr
+
+
+def test_observation_statistics_are_saved_with_the_model_and_frozen_at_load(tmp_path, monkeypatch):
+    """--norm-obs: the running mean/var learned in training go into model.pt, and --load normalises with them."""
+    proc = run_script("actor_critic.py", "--norm-obs", "--total-timesteps", "4000", "--logdir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run,) = glob.glob(os.path.join(tmp_path, "*"))
+    rms = common.load_model(run, "actor_critic")["obs_rms"]
+    assert rms["count"] > 4000 and rms["var"].shape == (4,) and not torch.allclose(rms["var"], torch.ones(4, dtype=torch.float64))
+    env, raw_env = common.make_env("CartPole-v1", True, obs_rms=rms), gym.make("CartPole-v1")
+    obs, raw = env.reset(seed=3)[0], raw_env.reset(seed=3)[0]
+    assert np.allclose(obs, (raw - rms["mean"].numpy()) / np.sqrt(rms["var"].numpy() + 1e-8), atol=1e-5)
+    env.step(0)
+    assert np.array_equal(env.obs_rms.mean, rms["mean"].numpy())   # frozen: evaluation does not move them
+    seen, real = [], common.make_env
+    monkeypatch.setattr(common, "make_env", lambda *a, **k: seen.append(k.get("obs_rms")) or real(*a, **k))
+    ac.main(["--load", run, "--eval-episodes", "1"])
+    assert torch.equal(seen[-1]["mean"], rms["mean"]) and torch.equal(seen[-1]["var"], rms["var"])
 
 
 # ----------------------------------------------------------------------------------------------- CLI
