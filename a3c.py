@@ -37,7 +37,7 @@ class Args(common.RunArgs):
     env_id: str = "CartPole-v1"
     total_timesteps: int = 1_000_000
     num_workers: int = hp(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-                          "training processes (default: the usable CPU cores)", post="cpu_count()", range="(0, inf)")
+                          "training processes (one per usable CPU core)", post="cpu_count()", range="(0, inf)")
     learning_rate: float = hp(1e-3, "Adam step size of the shared optimizer", post=2e-4, range="(0, inf)")
     anneal_lr: bool = hp(True, "decay the learning rate linearly to 0 over --total-timesteps", post=False)
     update_interval: int = hp(20, "steps per rollout before a worker updates the global model (t_max)", post=5,

@@ -440,7 +440,8 @@ def write_markdown(path, meta, runs, png_name=None):
         parts += [f"Command: `{meta.get('command', '')}`  ", f"Date: {meta.get('date', '')}  ",
                   f"Machine: {meta.get('machine', '')}  ", f"Versions: {meta.get('versions', '')}  ",
                   f"Commit: {meta.get('commit') or 'unknown'}; total time {meta.get('total_s', '?')} s"
-                  + ("; INTERRUPTED (partial results)" if meta.get("interrupted") else "") + "  ",
+                  + ("; INTERRUPTED (partial results)" if meta.get("interrupted") else "")
+                  + (f"; PARTIAL: {meta['partial']}" if meta.get("partial") else "") + "  ",
                   "Seeds and budgets (env steps): " + "; ".join(
                       f"{e} {a} {s}×{fmt_steps(b)}" for e, a, s, b in meta.get("plan", [])), ""]
     parts += [markdown_table(agg), "", notes_text(runs, meta.get("keep_training", True) if meta else True)]

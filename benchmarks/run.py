@@ -8,6 +8,7 @@
     python benchmarks/run.py --baseline /tmp/old  # also run the scripts of another checkout, labelled [baseline]
     python benchmarks/run.py --from-json benchmarks/results/runs.json    # redo the tables and plot only
     python benchmarks/run.py --suite --resume    # after an interruption: keep the runs that finished, do the rest
+    python benchmarks/run.py --suite --report    # while it runs: the table and plot of the runs finished so far
 
 Each run is a user's command line with default hyperparameters (a3c.py with --num-workers 2); the SB3 runs
 use the rl-zoo hyperparameters of their env (benchmarks/sb3_anchor.py). With --suite every run trains its
@@ -81,6 +82,8 @@ def parse_args(argv=None):
     p.add_argument("--workdir", default=os.path.join(HERE, "out"), help="folder for the raw run logs")
     p.add_argument("--resume", action="store_true",
                    help="reuse every run of --workdir that finished with the same command (its run.json)")
+    p.add_argument("--report", action="store_true",
+                   help="no training: the table and plot of the runs of --workdir that have finished (see --resume)")
     p.add_argument("--from-json", metavar="PATH", default=None,
                    help="no training: rebuild the table and plot from a runs.json")
     args = p.parse_args(argv)
@@ -388,6 +391,14 @@ def main(argv=None):
             sys.exit("stable-baselines3 is not installed: pip install -r benchmarks/requirements.txt "
                      "(or leave the SB3 runs out with --algos)")
     jobs = make_jobs(args.plan, os.path.abspath(args.workdir), args.suite, args.baseline, args.jobs)
+    if args.report:
+        runs = [run for run in map(finished_run, jobs) if run]
+        meta = dict(command="python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                    date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), machine=machine_info(),
+                    versions=versions(), commit=git_commit(), jobs=args.jobs, quick=args.quick,
+                    keep_training=args.suite, plan=args.plan, partial=f"{len(runs)} of {len(jobs)} runs finished")
+        write_outputs(args.out, meta, runs)
+        return 0
     meta = dict(command="python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                 date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
                 machine=machine_info(), versions=versions(), commit=git_commit(), jobs=args.jobs,
