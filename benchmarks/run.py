@@ -1,7 +1,7 @@
 """Benchmarks: our scripts and Stable-Baselines3 on the same machine, in the same run, side by side.
 
     pip install -r requirements.txt -r benchmarks/requirements.txt
-    python benchmarks/run.py --suite             # the README's results: 7 envs, whole budgets (~3 h on 2 cores)
+    python benchmarks/run.py --suite             # the README's results: 7 envs, whole budgets (~6 h on 2 cores)
     python benchmarks/run.py --suite --quick     # the same pipeline, small budgets, 1 seed: a few minutes
     python benchmarks/run.py                     # time to solve CartPole-v1 and Pendulum-v1, runs stop when solved
     python benchmarks/run.py --suite --envs Acrobot-v1 --algos actor_critic,a2c_sb3 --seeds 3
