@@ -188,7 +188,10 @@ def prepare(args):
 
 def seed_everything(seed, threads=1):
     """Seed Python, NumPy and torch, and fix torch's CPU threads (1 is fastest for tiny networks)."""
-    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed), torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
 
 
 # --- Environments -------------------------------------------------------------------------------------------------
@@ -260,14 +263,15 @@ def default_target(args, env):
 
 def check_device(device):
     """--device: cpu, or cuda where this torch build and machine have it; else one line."""
-    with contextlib.suppress(RuntimeError):
+    try:
         kind = torch.device(device).type
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
-                             f"cuda build: {torch.version.cuda}); use --device cpu")
-        if kind in ("cpu", "cuda"):
-            return
-    raise UsageError(f"--device: unknown device '{device}' (use cpu or cuda)")
+    except RuntimeError:
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise UsageError(f"--device: unknown device '{device}' (use cpu or cuda)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+                         f"cuda build: {torch.version.cuda}); use --device cpu")
 
 
 # --- Run folder, TensorBoard, progress line, and saving whatever ends the training loop ---------------------------

@@ -384,26 +384,22 @@ def main(argv=None):
         meta, runs = ba.load_json(args.from_json)
         write_outputs(args.out, meta, runs)
         return 0
+    jobs = make_jobs(args.plan, os.path.abspath(args.workdir), args.suite, args.baseline, args.jobs)
+    meta = dict(command="python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+                machine=machine_info(), versions=versions(), commit=git_commit(), jobs=args.jobs,
+                quick=args.quick, keep_training=args.suite, plan=args.plan,
+                baseline=args.baseline and f"{args.baseline} (commit {git_commit(args.baseline)})")
+    if args.report:
+        runs = [run for run in map(finished_run, jobs) if run]
+        write_outputs(args.out, dict(meta, partial=f"{len(runs)} of {len(jobs)} runs finished"), runs)
+        return 0
     if any(a.endswith("_sb3") for a, *_ in args.plan):
         try:
             import stable_baselines3  # noqa: F401  (fail now, not after an hour of our runs)
         except ImportError:
             sys.exit("stable-baselines3 is not installed: pip install -r benchmarks/requirements.txt "
                      "(or leave the SB3 runs out with --algos)")
-    jobs = make_jobs(args.plan, os.path.abspath(args.workdir), args.suite, args.baseline, args.jobs)
-    if args.report:
-        runs = [run for run in map(finished_run, jobs) if run]
-        meta = dict(command="python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                    date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), machine=machine_info(),
-                    versions=versions(), commit=git_commit(), jobs=args.jobs, quick=args.quick,
-                    keep_training=args.suite, plan=args.plan, partial=f"{len(runs)} of {len(jobs)} runs finished")
-        write_outputs(args.out, meta, runs)
-        return 0
-    meta = dict(command="python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-                machine=machine_info(), versions=versions(), commit=git_commit(), jobs=args.jobs,
-                quick=args.quick, keep_training=args.suite, plan=args.plan,
-                baseline=args.baseline and f"{args.baseline} (commit {git_commit(args.baseline)})")
     print(f"{len(jobs)} runs, {args.jobs} at a time; logs in {args.workdir}", flush=True)
     t = time.time()
     try:
