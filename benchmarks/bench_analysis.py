@@ -144,7 +144,7 @@ def aggregate(runs):
             seconds=_median_spread([r["solve_s"] if r.get("solved") else math.inf for r in rs]),
             stay=_median_spread(values("stay")), final=_median_spread(values("final_mean")),
             eval=_median_spread(values("eval_mean")), wall=_median_spread(values("wall_s")),
-            sps=float(np.median(values("sps"))) if values("sps") else None,
+            sps=float(np.median(values("sps"))) if values("sps") else None, batches={r.get("batch") for r in rs},
             updates_per_s=float(np.median(values("updates_per_s"))) if values("updates_per_s") else None)
     return out
 
@@ -201,6 +201,11 @@ def _ratio(a, b):
     return f"{a[0] / b[0]:.2f}×"
 
 
+def _side_by_side(a, anchor):
+    """Seconds compare only between runs that shared the machine at the same time: the same suite runs."""
+    return anchor is not None and a["batches"] == anchor["batches"]
+
+
 def _anchor(agg, env, algo):
     base = algo[:-len(BASELINE)] if algo.endswith(BASELINE) else algo
     info = ALGOS.get(base)
@@ -228,7 +233,8 @@ def markdown_table(agg):
             _cell(a["seconds"], fmt_seconds) if a["has_target"] else "—", stay,
             _cell(a["final"], fmt_return), _cell(a["eval"], fmt_return),
             "(anchor)" if is_anchor else _ratio(a["steps"], anchor and anchor["steps"]) if a["has_target"] else "—",
-            "(anchor)" if is_anchor else _ratio(a["seconds"], anchor and anchor["seconds"]) if a["has_target"]
+            "(anchor)" if is_anchor else "apart" if anchor and not _side_by_side(a, anchor)
+            else _ratio(a["seconds"], anchor and anchor["seconds"]) if a["has_target"]
             else _ratio(a["wall"], anchor and anchor["wall"]),
             _cell(a["wall"], fmt_seconds), fmt_rate(a["sps"]), fmt_rate(a["updates_per_s"]),
         ]) + " |")
@@ -260,7 +266,9 @@ episode returns; *deterministic eval* plays 20 episodes with the final model's g
 after training (not timed). Medians and ranges are over seeds, an unreached threshold counting as +infinity
 ("—": fewer than half reached it; "never": at least one did not). The ratio columns divide our median by
 the SB3 anchor's on the same env (below 1: ours needs fewer steps or less time; HalfCheetah has no threshold:
-the ratio of whole-run wall seconds). Wall seconds run from the start of each process, imports included, for
+the ratio of whole-run wall seconds). A seconds ratio is given only where ours and SB3's runs shared the machine
+at the same time (the same suite runs, interleaved seed by seed); "apart" marks records made at different
+times (their steps and returns still compare; their seconds do not). Wall seconds run from the start of each process, imports included, for
 SB3 too. Env steps/s = the last episode's env step / its wall seconds; updates/s likewise (SB3:
 `model._n_updates`; sac.py: the count it prints). All runs: CPU, one torch thread per process, at most one
 process per core (a3c's 2 workers take both), ours and SB3's interleaved seed by seed."""
@@ -380,7 +388,7 @@ def plot_curves(runs, path, dpi=72):
                 ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt_steps(v) if v else "0"))
     fig.suptitle("median (line) and min–max (band) over seeds, each run's whole budget; dotted: threshold",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))   # keep the first row's titles clear of it
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
@@ -440,6 +448,8 @@ def write_markdown(path, meta, runs, png_name=None):
         parts += [f"Command: `{meta.get('command', '')}`  ", f"Date: {meta.get('date', '')}  ",
                   f"Machine: {meta.get('machine', '')}  ", f"Versions: {meta.get('versions', '')}  ",
                   f"Commit: {meta.get('commit') or 'unknown'}; total time {meta.get('total_s', '?')} s"
+                  + ("; each run's record (its own machine, date, versions and code hash) is in runs/"
+                     if meta.get("batch") else "")
                   + ("; INTERRUPTED (partial results)" if meta.get("interrupted") else "")
                   + (f"; PARTIAL: {meta['partial']}" if meta.get("partial") else "") + "  ",
                   "Seeds and budgets (env steps): " + "; ".join(

@@ -7,8 +7,8 @@
     python benchmarks/run.py --suite --envs Acrobot-v1 --algos actor_critic,a2c_sb3 --seeds 3
     python benchmarks/run.py --baseline /tmp/old  # also run the scripts of another checkout, labelled [baseline]
     python benchmarks/run.py --from-json benchmarks/results/runs.json    # redo the tables and plot only
-    python benchmarks/run.py --suite --resume    # after an interruption: keep the runs that finished, do the rest
-    python benchmarks/run.py --suite --report    # while it runs: the table and plot of the runs finished so far
+    python benchmarks/run.py --suite --resume    # go on where it stopped: keep every fresh record, run the rest
+    python benchmarks/run.py --suite --report    # no training: the table and plot from the records alone
 
 Each run is a user's command line with default hyperparameters (a3c.py with --num-workers 2); the SB3 runs
 use the rl-zoo hyperparameters of their env (benchmarks/sb3_anchor.py). With --suite every run trains its
@@ -17,10 +17,18 @@ All on the CPU with one torch thread per process, at most --jobs processes at a 
 seed by seed with ours and SB3's interleaved so that machine noise hits both alike. Writes to --out
 (default benchmarks/results/): results.md (table), learning_curves.png and runs.json (every episode of
 every run); raw logs go to --workdir.
+
+Records: every run that finishes leaves one small JSON in --records (default <out>/runs/ENV/ALGO/seedN.json,
+committed to the repository): the command, the machine, the versions, the per-episode (step, seconds, return)
+curve and the summary. A record knows what it measured: ours carry a hash of the script and common.py, SB3's
+the SB3 version and the zoo settings. --resume and --report use only the records that still match the code
+(a changed script makes its records stale: rerun, never mixed into a table), so a suite goes on where it
+stopped, on any machine, in any later session; SB3's expensive runs are made once and kept.
 """
 import argparse
 import datetime
 import glob
+import hashlib
 import json
 import os
 import platform
@@ -38,14 +46,14 @@ sys.path.insert(0, HERE)
 
 import bench_analysis as ba  # noqa: E402
 
-# (algorithm, env, env-step budget, seeds). SB3's SAC runs 40-90 updates/s here, so its larger envs get fewer
-# seeds (one LunarLanderContinuous run takes over an hour).
+# (algorithm, env, env-step budget, seeds). SB3 is slow here (SAC: 40-90 updates/s), so its largest entries get
+# fewer seeds: one LunarLander A2C run takes ~30 min, one LunarLanderContinuous SAC run ~100 min.
 SUITE = [
     ("actor_critic", "CartPole-v1", 500_000, 10), ("a3c", "CartPole-v1", 500_000, 10),
     ("a2c_sb3", "CartPole-v1", 500_000, 10),
     ("actor_critic", "Acrobot-v1", 300_000, 5), ("a3c", "Acrobot-v1", 300_000, 5), ("a2c_sb3", "Acrobot-v1", 300_000, 5),
     ("actor_critic", "LunarLander-v3", 1_000_000, 5), ("a3c", "LunarLander-v3", 1_000_000, 5),
-    ("a2c_sb3", "LunarLander-v3", 1_000_000, 5),
+    ("a2c_sb3", "LunarLander-v3", 1_000_000, 3),
     ("sac", "Pendulum-v1", 20_000, 10), ("sac_sb3", "Pendulum-v1", 20_000, 5),
     ("sac", "InvertedPendulum-v5", 50_000, 5), ("sac_sb3", "InvertedPendulum-v5", 50_000, 2),
     ("sac", "LunarLanderContinuous-v3", 200_000, 3), ("sac_sb3", "LunarLanderContinuous-v3", 200_000, 1),
@@ -80,10 +88,11 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="folder for results.md, learning_curves.png and runs.json "
                    "(default: benchmarks/results/ or benchmarks/results/speed/; --quick: benchmarks/out/quick/)")
     p.add_argument("--workdir", default=os.path.join(HERE, "out"), help="folder for the raw run logs")
+    p.add_argument("--records", default=None, help="folder of the run records (default: <out>/runs)")
     p.add_argument("--resume", action="store_true",
-                   help="reuse every run of --workdir that finished with the same command (its run.json)")
+                   help="keep every run whose record matches its command and code; run only the others")
     p.add_argument("--report", action="store_true",
-                   help="no training: the table and plot of the runs of --workdir that have finished (see --resume)")
+                   help="no training: the table and plot from the records that match the code (see --resume)")
     p.add_argument("--from-json", metavar="PATH", default=None,
                    help="no training: rebuild the table and plot from a runs.json")
     args = p.parse_args(argv)
@@ -108,6 +117,7 @@ def parse_args(argv=None):
     if args.out is None:
         args.out = os.path.join(HERE, "out", "quick") if args.quick else \
             os.path.join(HERE, "results") if args.suite else os.path.join(HERE, "results", "speed")
+    args.records = args.records or os.path.join(args.out, "runs")
     return args
 
 
@@ -173,7 +183,7 @@ def collect(job, returncode, t0, t_end, timed_out=False):
     """The run record of a finished job: its episodes (times measured from t0 = its process start)."""
     run = dict(algo=job["algo"], env_id=job["env_id"], seed=job["seed"], budget=job["budget"],
                cmd=command_text(job["cmd"]), returncode=returncode, wall_s=round(t_end - t0, 3), updates=None,
-               episodes=[], eval_returns=[])
+               episodes=[], eval_returns=[], started=round(t0, 1), ended=round(t_end, 1))
     stdout = _tail(os.path.join(job["run_dir"], "stdout.txt"), 20000)
     stderr = _tail(os.path.join(job["run_dir"], "stderr.txt"))
     try:
@@ -243,20 +253,56 @@ def _start(cmd, run_dir, out_name, err_name, env):
         return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, env=env, start_new_session=True)
 
 
-def finished_run(job):
-    """The record a finished run of the same command left in its folder (--resume), or None."""
+# ----------------------------------------------------------------------------------------------
+# Records: one small JSON per finished run, committed, so that a suite outlives the machine it ran on
+# ----------------------------------------------------------------------------------------------
+def record_path(records, job):
+    return os.path.join(records, job["env_id"], job["algo"], f"seed{job['seed']}.json")
+
+
+def run_spec(job):
+    """The command with this machine's run folder written as RUN_DIR: what a kept record must match."""
+    return command_text([w.replace(job["run_dir"], "RUN_DIR") for w in job["cmd"]])
+
+
+def code_key(job):
+    """What a run measured. Ours: a hash of the script and the common.py beside it (any change makes the record
+    stale). SB3's: its version and the zoo settings, so its runs stay valid until either changes."""
+    if job["algo"].endswith("_sb3"):
+        from sb3_anchor import zoo_settings
+        return {"stable-baselines3": _version("stable-baselines3"),
+                "settings": {k: str(v) for k, v in zoo_settings(job["algo"], job["env_id"]).items()}}
+    h = hashlib.sha256()
+    for path in (job["script"], os.path.join(os.path.dirname(job["script"]), "common.py")):
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return {"sha256": h.hexdigest()[:16]}
+
+
+def read_record(records, job):
+    """(run, state) of the job's record: 'fresh' (same command and code: reusable), 'stale', or (None, 'none')."""
     try:
-        with open(os.path.join(job["run_dir"], "run.json")) as f:
+        with open(record_path(records, job)) as f:
             run = json.load(f)
     except (OSError, ValueError):
-        return None
-    return ba.summarize_run(run) if run.get("cmd") == command_text(job["cmd"]) and run["status"] == "ok" else None
+        return None, "none"
+    fresh = run.get("spec") == run_spec(job) and run.get("key") == code_key(job) and run.get("status") == "ok"
+    return (ba.summarize_run(run), "fresh") if fresh else (run, "stale")
 
 
-def run_jobs(jobs, slots, timeout, log=print, resume=False):
+def write_record(records, job, run, meta):
+    path = record_path(records, job)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    ba.write_json_run(path, dict(run, spec=run_spec(job), key=code_key(job), batch=meta.get("batch"),
+                                 machine=meta.get("machine"), versions=meta.get("versions"), commit=meta.get("commit")))
+
+
+def run_jobs(jobs, slots, timeout, log=print, resume=False, records=None, meta=None):
     """Start ``jobs`` in order (strictly first-in first-out), at most ``slots`` cost units at a time. A job
     that trained successfully and asks for it is then evaluated (--load ... --eval-episodes 20), untimed.
-    Each finished run's record goes to run.json in its folder; ``resume`` reuses those instead of rerunning."""
+    Each successful run's record goes to ``records`` (not a --baseline run's: its code is not ours);
+    ``resume`` keeps the fresh records instead of rerunning."""
     pending, running, done = list(jobs), [], []
     env = subprocess_env()
     n = len(jobs)
@@ -264,7 +310,8 @@ def run_jobs(jobs, slots, timeout, log=print, resume=False):
         while pending or running:
             while pending and sum(r["job"]["cost"] for r in running) + pending[0]["cost"] <= slots:
                 job = pending.pop(0)
-                if resume and (old := finished_run(job)):
+                old, state = read_record(records, job) if resume and records else (None, "none")
+                if state == "fresh":
                     done.append(old)
                     log(f"[{len(done)}/{n}] {job['algo']} {job['env_id']} seed {job['seed']}: (kept) {describe(old)}")
                     continue
@@ -274,8 +321,7 @@ def run_jobs(jobs, slots, timeout, log=print, resume=False):
                     continue
                 os.makedirs(job["run_dir"], exist_ok=True)
                 for old in glob.glob(os.path.join(job["run_dir"], "runs", "*")) + \
-                        glob.glob(os.path.join(job["run_dir"], "eval.txt")) + \
-                        glob.glob(os.path.join(job["run_dir"], "run.json")):  # a rerun: forget old logs
+                        glob.glob(os.path.join(job["run_dir"], "eval.txt")):  # a rerun: forget old logs
                     shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else os.remove(old)
                 t0 = time.time()   # the reference for every wall-second of this run
                 proc = _start(job["cmd"], job["run_dir"], "stdout.txt", "stderr.txt", env)
@@ -300,7 +346,8 @@ def run_jobs(jobs, slots, timeout, log=print, resume=False):
                         continue
                 running.remove(r)
                 done.append(collect(job, r["rc"], r["t0"], r["t_end"], r["timed_out"]))
-                ba.write_json_run(os.path.join(job["run_dir"], "run.json"), done[-1])
+                if records and done[-1]["status"] == "ok" and not job["algo"].endswith(ba.BASELINE):
+                    write_record(records, job, done[-1], meta or {})
                 log(f"[{len(done)}/{n}] {job['algo']} {job['env_id']} seed {job['seed']}: {describe(done[-1])}")
     except KeyboardInterrupt:
         for r in running:
@@ -341,15 +388,18 @@ def machine_info():
     return f"{cpu}, {default_jobs()} usable cores ({os.cpu_count()} online), {platform.system()} {platform.release()}"
 
 
-def versions():
+def _version(pkg):
     from importlib import metadata
-    out = [f"Python {platform.python_version()}"]
-    for pkg in ("torch", "gymnasium", "stable-baselines3", "numpy", "mujoco", "box2d"):
-        try:
-            out.append(f"{pkg} {metadata.version(pkg)}")
-        except metadata.PackageNotFoundError:
-            out.append(f"{pkg} (not installed)")
-    return ", ".join(out)
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions():
+    return ", ".join([f"Python {platform.python_version()}"] + [
+        f"{pkg} {_version(pkg) or '(not installed)'}"
+        for pkg in ("torch", "gymnasium", "stable-baselines3", "numpy", "mujoco", "box2d")])
 
 
 def git_commit(path=ROOT):
@@ -385,14 +435,20 @@ def main(argv=None):
         write_outputs(args.out, meta, runs)
         return 0
     jobs = make_jobs(args.plan, os.path.abspath(args.workdir), args.suite, args.baseline, args.jobs)
+    now = datetime.datetime.now().astimezone()
     meta = dict(command="python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+                date=now.strftime("%Y-%m-%d %H:%M %Z"), batch=f"{now:%Y-%m-%dT%H:%M:%S%z} {platform.node()}",
                 machine=machine_info(), versions=versions(), commit=git_commit(), jobs=args.jobs,
                 quick=args.quick, keep_training=args.suite, plan=args.plan,
                 baseline=args.baseline and f"{args.baseline} (commit {git_commit(args.baseline)})")
     if args.report:
-        runs = [run for run in map(finished_run, jobs) if run]
-        write_outputs(args.out, dict(meta, partial=f"{len(runs)} of {len(jobs)} runs finished"), runs)
+        found = [read_record(args.records, job) for job in jobs if not job["algo"].endswith(ba.BASELINE)]
+        runs = [run for run, state in found if state == "fresh"]
+        stale = sum(state == "stale" for _, state in found)
+        if len(runs) < len(jobs):
+            meta["partial"] = f"{len(runs)} of {len(jobs)} runs have a record of this code" + \
+                (f" ({stale} stale records, of code changed since, left out)" if stale else "")
+        write_outputs(args.out, meta, runs)
         return 0
     if any(a.endswith("_sb3") for a, *_ in args.plan):
         try:
@@ -403,7 +459,8 @@ def main(argv=None):
     print(f"{len(jobs)} runs, {args.jobs} at a time; logs in {args.workdir}", flush=True)
     t = time.time()
     try:
-        runs = run_jobs(jobs, args.jobs, args.run_timeout, log=lambda s: print(s, flush=True), resume=args.resume)
+        runs = run_jobs(jobs, args.jobs, args.run_timeout, log=lambda s: print(s, flush=True), resume=args.resume,
+                        records=args.records, meta=meta)
     except _Interrupted as e:
         meta["interrupted"] = True
         if e.done:

@@ -289,20 +289,83 @@ def test_a_trained_run_is_then_evaluated(tmp_path):
     assert run["status"] == "ok" and run["eval_returns"] == [7.5, 8.5] and run["eval_mean"] == 8.0
 
 
-def test_resume_keeps_the_runs_that_finished_with_the_same_command(tmp_path):
+def _fake_job(tmp_path, algo="actor_critic", seed=1):
+    """A stand-in 'script' that makes a run folder and counts how often it ran."""
     script = tmp_path / "fake.py"
-    script.write_text("import os, sys\nos.makedirs(os.path.join(sys.argv[2], 'run1'))\n"
-                      "open(os.path.join(os.path.dirname(sys.argv[2]), 'count'), 'a').write('x')\n")
-    job = dict(algo="actor_critic", env_id="CartPole-v1", seed=1, budget=100, cost=1, evaluate=False,
-               script=str(script), run_dir=str(tmp_path / "r"),
-               cmd=[sys.executable, str(script), "--logdir", str(tmp_path / "r" / "runs")])
-    (first,) = bench_run.run_jobs([job], slots=1, timeout=60, log=lambda s: None)
-    (kept,) = bench_run.run_jobs([job], slots=1, timeout=60, log=lambda s: None, resume=True)
-    assert first["status"] == kept["status"] == "ok" and kept["wall_s"] == first["wall_s"]
-    assert (tmp_path / "r" / "count").read_text() == "x"          # not run again
-    bench_run.run_jobs([dict(job, cmd=job["cmd"] + ["--seed", "2"])], slots=1, timeout=60, log=lambda s: None,
-                       resume=True)
-    assert (tmp_path / "r" / "count").read_text() == "xx"         # another command: run again
+    if not script.exists():
+        script.write_text("import os, sys\nos.makedirs(os.path.join(sys.argv[2], 'run1'))\n"
+                          "open(os.path.join(os.path.dirname(sys.argv[2]), 'count'), 'a').write('x')\n")
+    run_dir = tmp_path / "work" / algo / f"seed{seed}"
+    return dict(algo=algo, env_id="CartPole-v1", seed=seed, budget=100, cost=1, evaluate=False,
+                script=str(script), run_dir=str(run_dir), cmd=[sys.executable, str(script), "--logdir",
+                                                                 str(run_dir / "runs"), "--seed", str(seed)])
+
+
+def test_resume_keeps_the_records_of_the_same_command_and_code(tmp_path):
+    records, meta = str(tmp_path / "records"), dict(batch="b1", machine="m", versions="v", commit="c")
+    job = _fake_job(tmp_path)
+    (first,) = bench_run.run_jobs([job], slots=1, timeout=60, log=lambda s: None, records=records, meta=meta)
+    path = bench_run.record_path(records, job)
+    saved = json.load(open(path))
+    assert saved["spec"].endswith("--logdir RUN_DIR/runs --seed 1") and saved["batch"] == "b1"
+    assert saved["key"] == bench_run.code_key(job) and saved["machine"] == "m"
+    count = tmp_path / "work" / "actor_critic" / "seed1" / "count"
+    # Another machine, another work folder: the record is still this command's and this code's.
+    moved = dict(job, run_dir=str(tmp_path / "elsewhere"), cmd=[w.replace(job["run_dir"], str(tmp_path / "elsewhere"))
+                                                               for w in job["cmd"]])
+    assert bench_run.read_record(records, moved)[1] == "fresh"
+    (kept,) = bench_run.run_jobs([moved], slots=1, timeout=60, log=lambda s: None, resume=True, records=records)
+    assert kept["status"] == "ok" and kept["wall_s"] == first["wall_s"] and count.read_text() == "x"  # not rerun
+    bench_run.run_jobs([dict(job, cmd=job["cmd"] + ["--gamma", "0.9"])], slots=1, timeout=60, log=lambda s: None,
+                       resume=True, records=records, meta=meta)
+    assert count.read_text() == "xx"                              # another command: run again
+    (tmp_path / "common.py").write_text("# changed\n")           # the code changed: the record is stale
+    assert bench_run.read_record(records, job)[1] == "stale"
+    bench_run.run_jobs([job], slots=1, timeout=60, log=lambda s: None, resume=True, records=records, meta=meta)
+    assert count.read_text() == "xxx" and bench_run.read_record(records, job)[1] == "fresh"
+
+
+def test_sb3_records_stay_valid_until_sb3_or_its_settings_change(tmp_path, monkeypatch):
+    job = _fake_job(tmp_path, algo="a2c_sb3")
+    key = bench_run.code_key(job)
+    assert key["settings"] == {"n_envs": "8", "ent_coef": "0.0"} and "stable-baselines3" in key
+    (tmp_path / "common.py").write_text("# our code changed\n")
+    assert bench_run.code_key(job) == key
+    import sb3_anchor
+    monkeypatch.setitem(sb3_anchor.ZOO, ("a2c_sb3", "CartPole-v1"), dict(n_envs=16, ent_coef=0.0))
+    assert bench_run.code_key(job) != key
+    monkeypatch.setattr(bench_run, "_version", lambda pkg: "0.0.1")
+    assert bench_run.code_key(_fake_job(tmp_path, algo="a2c_sb3"))["stable-baselines3"] == "0.0.1"
+
+
+def test_report_reads_the_fresh_records_alone(tmp_path):
+    records, out, work = tmp_path / "records", tmp_path / "out", tmp_path / "work"
+    argv = ["--suite", "--report", "--envs", "CartPole-v1", "--algos", "actor_critic,a2c_sb3", "--seeds", "2",
+            "--records", str(records), "--out", str(out), "--workdir", str(work)]
+    plan = [(a, e, b, 2 if a == "actor_critic" else 1) for a, e, b, _ in bench_run.parse_args(argv).plan]
+    jobs = bench_run.make_jobs(plan, str(tmp_path / "elsewhere"), keep_training=True)   # another machine's folder
+    for job, eps in zip(jobs, (cartpole_episodes(200, 300), cartpole_episodes(400, 400), cartpole_episodes(300, 300))):
+        run = make_run(job["algo"], job["seed"], eps)
+        bench_run.write_record(str(records), job, run, dict(batch="b1"))
+    stale = next(j for j in jobs if j["algo"] == "actor_critic" and j["seed"] == 2)
+    rec = json.loads(open(bench_run.record_path(str(records), stale)).read())
+    rec["key"] = {"sha256": "an old script"}
+    open(bench_run.record_path(str(records), stale), "w").write(json.dumps(rec))
+    assert bench_run.main(argv) == 0
+    md = (out / "results.md").read_text()
+    assert "2 of 4 runs have a record of this code (1 stale" in md
+    row = next(line for line in md.splitlines() if line.startswith("| CartPole-v1 (≥ 475) | actor_critic.py"))
+    assert "| 1/1 |" in row and "0.49×" in row                     # env steps: 194 episodes x 200 / 394 x 200
+
+
+def test_seconds_ratio_only_between_runs_that_shared_the_machine():
+    ours = [dict(make_run("actor_critic", s, cartpole_episodes(200, 200)), batch="b2") for s in (1, 2)]
+    sb3 = [dict(make_run("a2c_sb3", s, cartpole_episodes(400, 400)), batch="b1") for s in (1, 2)]
+    row = next(line for line in ba.markdown_table(ba.aggregate(ours + sb3)).splitlines() if "actor_critic.py" in line)
+    assert "| apart |" in row and "0.49×" in row                   # steps still compare, seconds do not
+    sb3 = [dict(r, batch="b2") for r in sb3]
+    row = next(line for line in ba.markdown_table(ba.aggregate(ours + sb3)).splitlines() if "actor_critic.py" in line)
+    assert "| apart |" not in row and "| 0.49× | 0.63× |" in row
 
 
 def test_command_text():
