@@ -1,13 +1,14 @@
 """TD Actor-Critic for any Gymnasium env with a Discrete action space (observations are flattened).
 
 The posts' minimalRL ``ac.py``, made correct for Gymnasium and fast on a CPU. For every transition
-(s, a, r, s') of a rollout of ``n_rollout`` steps in each of ``num_envs`` envs (N = n_rollout * num_envs):
+(s_t, a_t, r_t, s'_t) of a rollout of T = ``n_rollout`` steps in each of ``num_envs`` envs:
 
-    TD target   y = r + γ·V(s')·(1 − terminated)      a truncated episode end keeps the bootstrap V(s')
-    advantage   δ = y − V(s)                          a constant (detached): only the critic learns V
-    loss        L = −log π(a|s)·δ + smooth_l1(V(s), y) − c_H·H[π(·|s)]     (MSE with --separate-networks)
+    TD error    δ_t = r_t + γ·V(s'_t)·(1 − terminated_t) − V(s_t)    a truncated end keeps the bootstrap V(s')
+    advantage   A_t = δ_t + γλ·(1 − done_t)·A_{t+1}                  GAE: λ = 0 is the post's A_t = δ_t
+    loss        L = −log π(a|s)·A + smooth_l1(V(s), A + V(s)) − c_H·H[π(·|s)]    (MSE with --separate-networks)
 
-Shapes: s, s' (N, obs_dim); a, r, terminated, y, δ (N,); policy logits (N, n_actions).
+A and the value target A + V(s) are constants (detached). Shapes: s, s' (T, N, obs_dim); a, r, terminated,
+done, δ, A (T, N); policy logits (T, N, n_actions). done = terminated or truncated: the episode ended there.
 """
 import common  # first: Ctrl-C and SIGTERM stay quiet while torch loads
 
@@ -29,11 +30,14 @@ class Args(common.RunArgs):
     learning_rate: float = hp(1e-3, "Adam step size", post=2e-4, range="(0, inf)")
     anneal_lr: bool = hp(True, "decay the learning rate linearly to 0 over --total-timesteps", post=False)
     gamma: float = hp(0.98, "discount γ", post=0.98, range="[0, 1]")
+    gae_lambda: float = hp(0.0, "GAE λ: 0 is the post's one-step TD error, 1 the n-step return", post=0.0,
+                           range="[0, 1]")
     n_rollout: int = hp(10, "steps per env between updates", post=10, range="(0, inf)")
     num_envs: int = hp(8, "envs stepped side by side: one forward pass acts for all", post=1, range="(0, inf)")
     hidden: int = hp(256, "units in the hidden layer", post=256, range="(0, inf)")
     reward_scale: float = hp(0.01, "rewards are multiplied by this for training", post="r/100", range="(0, inf)")
     norm_obs: bool = hp(False, "normalise observations by running mean and std (saved with the model)", post=False)
+    norm_adv: bool = hp(False, "normalise the advantages of each rollout to mean 0, std 1", post=False)
     ent_coef: float = hp(0.0, "entropy bonus c_H", post=0.0, range="[0, inf)")
     max_grad_norm: float = hp(0.0, "clip the gradient norm to this (0: no clipping)", post=0.0, range="[0, inf)")
     separate_networks: bool = hp(False, "separate policy and value networks, MSE critic loss (posts 001, 003)",
@@ -73,29 +77,42 @@ def td_target(r, v_next, terminated, gamma):
     return r + gamma * v_next * (1.0 - terminated)
 
 
-def compute_losses(model, s, a, r, s_next, terminated, gamma):
-    """Policy loss −log π(a|s)·δ, critic loss and entropy (all means over the batch), and δ itself."""
+def gae_advantages(delta, done, gamma, lam):
+    """A_t = δ_t + γλ·(1 − done_t)·A_{t+1}, backwards over the rollout: A_t = Σ_k (γλ)^k·δ_{t+k} up to the
+    episode's end (done_t: step t + 1 belongs to a new episode and never leaks into this one's A). A truncated
+    δ_t already holds its bootstrap V(s'). λ = 0: A_t = δ_t (the post); λ = 1: the n-step return − V(s_t)."""
+    adv, next_adv = torch.zeros_like(delta), torch.zeros_like(delta[0])
+    for t in reversed(range(len(delta))):
+        adv[t] = next_adv = delta[t] + gamma * lam * (1.0 - done[t]) * next_adv
+    return adv
+
+
+def compute_losses(model, s, a, r, s_next, terminated, done, gamma, lam=0.0, norm_adv=False):
+    """Policy loss −log π(a|s)·A, critic loss towards A + V(s) and entropy (means over the batch), and A."""
     logits, v_s = model(s)
-    with torch.no_grad():
-        y = td_target(r, model.v(s_next), terminated, gamma)
-    delta = (y - v_s).detach()                       # δ = r + γ·V(s') − V(s), a constant for the actor
+    with torch.no_grad():                            # A and the value target are constants
+        delta = td_target(r, model.v(s_next), terminated, gamma) - v_s    # δ = r + γ·V(s') − V(s)
+        adv = gae_advantages(delta, done, gamma, lam)
+        y = adv + v_s                                # the λ-return; λ = 0: the TD target
+        if norm_adv:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     log_pi = F.log_softmax(logits, dim=-1)
-    log_pi_a = log_pi.gather(1, a.unsqueeze(1)).squeeze(1)
-    policy_loss = -(log_pi_a * delta).mean()
+    log_pi_a = log_pi.gather(-1, a.unsqueeze(-1)).squeeze(-1)
+    policy_loss = -(log_pi_a * adv).mean()
     value_loss = F.mse_loss(v_s, y) if model.separate else F.smooth_l1_loss(v_s, y)
     entropy = -(log_pi.exp() * log_pi).sum(-1).mean()
-    return policy_loss, value_loss, entropy, delta
+    return policy_loss, value_loss, entropy, adv
 
 
-def train_net(model, optimizer, s, a, r, s_next, terminated, gamma, ent_coef=0.0, max_grad_norm=0.0):
-    """One gradient step on a rollout batch; returns (policy_loss, value_loss, entropy), detached."""
-    policy_loss, value_loss, entropy, _ = compute_losses(model, s, a, r, s_next, terminated, gamma)
-    loss = policy_loss + value_loss - ent_coef * entropy
+def train_net(model, optimizer, batch, args):
+    """One gradient step on a rollout batch (s, a, r, s', terminated, done); returns the detached losses."""
+    policy_loss, value_loss, entropy, _ = compute_losses(model, *batch, args.gamma, args.gae_lambda, args.norm_adv)
+    loss = policy_loss + value_loss - args.ent_coef * entropy
     if torch.isfinite(loss):      # a nan/inf loss never reaches the weights: the caller stops (check_finite)
         optimizer.zero_grad()
         loss.backward()
-        if max_grad_norm:
-            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        if args.max_grad_norm:
+            nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         optimizer.step()
     return policy_loss.detach(), value_loss.detach(), entropy.detach()
 
@@ -115,8 +132,9 @@ def train(args):
     # Rollout storage, filled in place through NumPy views: no tensors are built per step.
     T, N = args.n_rollout, args.num_envs
     s_buf, s_next_buf = torch.zeros(T, N, obs_dim), torch.zeros(T, N, obs_dim)
-    a_buf, r_buf, term_buf = torch.zeros(T, N, dtype=torch.long), torch.zeros(T, N), torch.zeros(T, N)
-    s_np, s_next_np, a_np, r_np, term_np = (b.numpy() for b in (s_buf, s_next_buf, a_buf, r_buf, term_buf))
+    a_buf, r_buf, term_buf, done_buf = torch.zeros(T, N, dtype=torch.long), *torch.zeros(3, T, N)
+    batch = (s_buf, a_buf, r_buf, s_next_buf, term_buf, done_buf)
+    s_np, a_np, r_np, s_next_np, term_np, done_np = (b.numpy() for b in batch)
 
     s, _ = envs.reset(seed=args.seed)
     envs.action_space.seed(args.seed)
@@ -129,7 +147,8 @@ def train(args):
                     prob = F.softmax(model.pi(s_buf[t]), dim=-1)
                     a_np[t] = torch.multinomial(prob, 1).squeeze(1).numpy()
                 s, r, terminated, truncated, info = envs.step(a_np[t])
-                s_next_np[t], r_np[t], term_np[t] = s, r * args.reward_scale, terminated
+                s_next_np[t], r_np[t], term_np[t], done_np[t] = s, r * args.reward_scale, terminated, \
+                    terminated | truncated
                 step += N
                 for i in np.flatnonzero(terminated | truncated):
                     s_next_np[t, i] = info["final_obs"][i]   # the real s' of the last step, not the reset obs
@@ -137,9 +156,7 @@ def train(args):
                     log.episode(episode["r"][i], episode["l"][i], step)
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * max(1.0 - step / args.total_timesteps, 0.0)
-            losses = train_net(model, optimizer, s_buf.view(T * N, -1), a_buf.view(-1), r_buf.view(-1),
-                               s_next_buf.view(T * N, -1), term_buf.view(-1), args.gamma, args.ent_coef,
-                               args.max_grad_norm)
+            losses = train_net(model, optimizer, batch, args)
             updates, log.step = updates + 1, step
             common.check_finite(updates, step, **dict(zip(("policy_loss", "value_loss", "entropy"), losses)))
             if updates % 50 == 0:

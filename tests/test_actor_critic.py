@@ -36,26 +36,32 @@ def one_hot(ids, n=4):
     return F.one_hot(torch.tensor(ids), n).float()
 
 
-# A rollout of three transitions: 0->1 continues, 1->2 terminated, 2->3 truncated (time limit).
-S, S_NEXT = one_hot([0, 1, 2]), one_hot([1, 2, 3])
-A = torch.tensor([0, 1, 0])
-R = torch.tensor([1.0, 1.0, 1.0])
-TERMINATED = torch.tensor([0.0, 1.0, 0.0])  # the truncated transition is *not* terminated
+# A rollout of three transitions in one env (shapes (T=3, N=1)): 0->1 continues, 1->2 terminated, 2->3 truncated.
+S, S_NEXT = one_hot([[0], [1], [2]]), one_hot([[1], [2], [3]])
+A = torch.tensor([[0], [1], [0]])
+R = torch.tensor([[1.0], [1.0], [1.0]])
+TERMINATED = torch.tensor([[0.0], [1.0], [0.0]])  # the truncated transition is *not* terminated
+DONE = torch.tensor([[0.0], [1.0], [1.0]])        # ... but its episode ended
 GAMMA = 0.5
+
+
+def hp(**kw):
+    """The hyperparameters train_net reads, as a script's Args would hold them."""
+    return ac.Args(**dict(dict(gamma=GAMMA, gae_lambda=0.0, norm_adv=False, ent_coef=0.0, max_grad_norm=0.0), **kw))
 
 
 def test_td_target_bootstraps_truncated_but_not_terminated():
     v_next = torch.tensor([2.0, 3.0, 4.0])
-    y = ac.td_target(R, v_next, TERMINATED, GAMMA)
+    y = ac.td_target(R.squeeze(1), v_next, TERMINATED.squeeze(1), GAMMA)
     assert torch.allclose(y, torch.tensor([1 + 0.5 * 2, 1.0, 1 + 0.5 * 4]))
 
 
 def test_advantage_and_losses_on_a_hand_built_batch():
     model = TableModel([1.0, 2.0, 3.0, 4.0])          # V(s) = [1, 2, 3], V(s') = [2, 3, 4]
-    policy_loss, value_loss, entropy, delta = ac.compute_losses(model, S, A, R, S_NEXT, TERMINATED, GAMMA)
-    # y = [1 + .5*2, 1 (terminated), 1 + .5*4 (truncated: bootstrapped)] = [2, 1, 3]; δ = y - V(s)
-    assert torch.allclose(delta, torch.tensor([1.0, -1.0, 0.0]))
-    assert not delta.requires_grad
+    policy_loss, value_loss, entropy, adv = ac.compute_losses(model, S, A, R, S_NEXT, TERMINATED, DONE, GAMMA)
+    # λ = 0 (the post): y = [1 + .5*2, 1 (terminated), 1 + .5*4 (truncated: bootstrapped)] = [2, 1, 3]; A = δ = y - V(s)
+    assert torch.allclose(adv, torch.tensor([[1.0], [-1.0], [0.0]]))
+    assert not adv.requires_grad
     for loss in (policy_loss, value_loss, entropy):
         assert loss.shape == ()
     # uniform policy over 2 actions: log π(a|s) = -log 2, so L_π = mean(log2 · δ) = 0 here
@@ -64,9 +70,56 @@ def test_advantage_and_losses_on_a_hand_built_batch():
     assert value_loss.item() == pytest.approx(F.smooth_l1_loss(torch.tensor([1.0, 2, 3]), torch.tensor([2.0, 1, 3])).item())
 
 
+# A rollout of five steps in one env holding every kind of episode end (V(state i) = i + 1, γ = λ = 0.5):
+#   t  s -> s'  end                     δ_t = r + γ·V(s')·(1 − term) − V(s)   A_t = δ_t + γλ·(1 − done_t)·A_{t+1}
+#   0  0 -> 1   -                       1 + .5·2 − 1 =  1                      1 + .25·(−1)    =  0.75
+#   1  1 -> 2   terminated              1        − 2 = −1                      −1 (cut)
+#   2  3 -> 4   - (a new episode)       1 + .5·5 − 4 = −0.5                    −.5 + .25·(−1)  = −0.75
+#   3  4 -> 5   truncated: bootstrap    1 + .5·6 − 5 = −1                      −1 (cut: t=4 is the next episode)
+#   4  6 -> 7   - (the rollout's end)   1 + .5·8 − 7 = −2                      −2
+ROLLOUT = dict(s=one_hot([[0], [1], [3], [4], [6]], 8), s_next=one_hot([[1], [2], [4], [5], [7]], 8),
+               a=torch.zeros(5, 1, dtype=torch.long), r=torch.ones(5, 1),
+               terminated=torch.tensor([[0.0], [1], [0], [0], [0]]), done=torch.tensor([[0.0], [1], [0], [1], [0]]))
+
+
+def rollout_losses(lam, **kw):
+    model = TableModel([float(i + 1) for i in range(8)])
+    b = ROLLOUT
+    return model, ac.compute_losses(model, b["s"], b["a"], b["r"], b["s_next"], b["terminated"], b["done"], GAMMA,
+                                    lam, **kw)
+
+
+def test_gae_by_hand_across_a_termination_a_truncation_and_episode_boundaries():
+    model, (_, value_loss, _, adv) = rollout_losses(0.5)
+    assert torch.allclose(adv.squeeze(1), torch.tensor([0.75, -1.0, -0.75, -1.0, -2.0]))
+    # the critic's target is the λ-return A + V(s) = [1.75, 1, 3.25, 4, 5]
+    value_loss.backward()
+    v_s = torch.tensor([1.0, 2, 4, 5, 7])
+    y = torch.tensor([1.75, 1.0, 3.25, 4.0, 5.0])
+    expected = torch.zeros(8)
+    expected[[0, 1, 3, 4, 6]] = torch.where((v_s - y).abs() < 1, v_s - y, (v_s - y).sign()) / 5   # smooth_l1'
+    assert torch.allclose(model.w_v.grad, expected)                 # y is a constant: s' gets no gradient
+
+
+def test_gae_lambda_0_is_the_td_error_and_lambda_1_the_n_step_return():
+    b = ROLLOUT
+    model, (*_, adv0) = rollout_losses(0.0)
+    v = lambda x: model.v(x).detach()  # noqa: E731
+    delta = ac.td_target(b["r"], v(b["s_next"]), b["terminated"], GAMMA) - v(b["s"])
+    assert torch.equal(adv0, delta)                                   # exactly the post's δ
+    _, (*_, adv1) = rollout_losses(1.0)
+    # t = 2: r_2 + γ·r_3 + γ²·V(5) − V(3) (the truncated step bootstraps); t = 0: r_0 + γ·r_1 − V(0) (terminated)
+    assert adv1[2].item() == pytest.approx(1 + 0.5 + 0.25 * 6 - 4) and adv1[0].item() == pytest.approx(1 + 0.5 - 1)
+
+
+def test_normalised_advantages_have_mean_0_and_std_1():
+    _, (*_, adv) = rollout_losses(0.5, norm_adv=True)
+    assert adv.mean().item() == pytest.approx(0.0, abs=1e-6) and adv.std().item() == pytest.approx(1.0, abs=1e-5)
+
+
 def test_delta_and_target_carry_no_gradient():
     model = TableModel([1.0, 2.0, 3.0, 4.0])
-    policy_loss, value_loss, _, _ = ac.compute_losses(model, S, A, R, S_NEXT, TERMINATED, GAMMA)
+    policy_loss, value_loss, _, _ = ac.compute_losses(model, S, A, R, S_NEXT, TERMINATED, DONE, GAMMA)
     policy_loss.backward()
     assert model.w_v.grad is None or torch.all(model.w_v.grad == 0)   # δ is a constant for the actor
     model.zero_grad()
@@ -79,8 +132,8 @@ def test_policy_gradient_moves_probability_towards_positive_advantage():
     model = TableModel([0.0, 0.0, 0.0, 0.0])
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     # state 0, action 1, reward 1 terminal: δ = 1 > 0, so π(1|0) must go up
-    ac.train_net(model, opt, one_hot([0]), torch.tensor([1]), torch.tensor([1.0]), one_hot([1]),
-                 torch.tensor([1.0]), GAMMA)
+    one = torch.tensor([[1.0]])
+    ac.train_net(model, opt, (one_hot([[0]]), torch.tensor([[1]]), one, one_hot([[1]]), one, one), hp())
     assert torch.softmax(model.w_pi[0], -1)[1] > 0.5
 
 
@@ -96,12 +149,12 @@ def test_both_network_designs(separate):
     assert names == ({"pi_net", "v_net"} if separate else {"fc1", "fc_pi", "fc_v"})
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     before = [p.clone() for p in model.parameters()]
-    pl, vl, ent = ac.train_net(model, opt, x, torch.tensor([0, 1, 2, 0, 1]), torch.ones(5), torch.randn(5, 6),
-                               torch.zeros(5), GAMMA)
+    pl, vl, ent = ac.train_net(model, opt, (x, torch.tensor([0, 1, 2, 0, 1]), torch.ones(5), torch.randn(5, 6),
+                                            torch.zeros(5), torch.zeros(5)), hp(gae_lambda=0.9, max_grad_norm=0.5))
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
     # the separate design uses the posts' MSE critic loss
     _, v_loss, _, _ = ac.compute_losses(model, x, torch.zeros(5, dtype=torch.long), torch.ones(5), x, torch.ones(5),
-                                        GAMMA)
+                                        torch.ones(5), GAMMA)
     expected = F.mse_loss(model.v(x), torch.ones(5)) if separate else F.smooth_l1_loss(model.v(x), torch.ones(5))
     assert v_loss.item() == pytest.approx(expected.item())
 
@@ -121,15 +174,16 @@ def test_training_loop_stores_the_real_last_observation(tmp_path, monkeypatch, t
     env_id = f"CounterTest-{terminate_at}-{max_steps}-v0"
     gym.register(id=env_id, entry_point=lambda **kw: CounterEnv(terminate_at, **kw), max_episode_steps=max_steps)
     batches = []
-    monkeypatch.setattr(ac, "train_net", lambda model, opt, s, a, r, s_next, term, *rest:
-                        batches.append((s.clone(), s_next.clone(), term.clone())) or (torch.zeros(()),) * 3)
+    monkeypatch.setattr(ac, "train_net", lambda model, opt, batch, args:
+                        batches.append([b.clone() for b in batch]) or (torch.zeros(()),) * 3)
     args = parse(ac, "--env-id", env_id, "--num-envs", "2", "--n-rollout", "4", "--total-timesteps", "16",
                  "--logdir", tmp_path)
     common.seed_everything(args.seed, args.threads)
     _, log = ac.train(args)
-    s, s_next, term = (torch.cat([b[i] for b in batches]).squeeze(-1) for i in range(3))
+    s, _, _, s_next, term, done = (torch.cat([b[i] for b in batches]).squeeze(-1) for i in range(6))
     assert torch.equal(s_next, s + 1)                        # t -> t + 1 always, never 2 -> 0
     assert torch.equal(term, (s_next == 3).float() if terminate_at else torch.zeros_like(term))
+    assert torch.equal(done, (s_next == 3).float())          # GAE's chain is cut at every episode end
     assert log.episodes == 4 and list(log.returns) == [3.0] * 4
 
 
