@@ -179,6 +179,47 @@ def test_workers_advance_one_shared_adam(monkeypatch, counter_envs):
     assert optimizer.steps.item() == len(rollouts) >= 20
 
 
+def test_worker_processes_step_one_adam_state(monkeypatch):
+    """Post 001's bug: one Adam per worker (the post builds its optimizer inside the worker), so each process steps
+    private moments. Run in this process, ranks one after the other would still share even private copies: here
+    two real worker processes (fork: they inherit the spy) record every gradient they push, in the order the
+    updates are applied; one torch Adam fed the same gradients must hold the shared step count and moments."""
+    ctx, kwargs = multiprocessing.get_context("fork"), dict(obs_dim=1, n_actions=2, hidden=8)
+    args = parse(a3c, "--env-id", "TestCounter-v0", "--hidden", "8", "--total-timesteps", "60")   # 3-step episodes
+    global_model = ActorCritic(**kwargs).share_memory()
+    params = list(global_model.parameters())
+    optimizer = a3c.SharedAdam(params, lr=1e-3, lock=ctx.Lock())
+    pushed, applied = torch.zeros(64, sum(p.numel() for p in params)).share_memory_(), ctx.Value("i", 0)
+    both_started, real_update, started = ctx.Barrier(2, timeout=30), a3c.update_global, []
+
+    def spy(local_model, model, opt, *rollout):
+        if not started:             # each worker's first update waits for the other's: both take part
+            started.append(both_started.wait())
+        with applied.get_lock():    # one update at a time, recorded in the order applied
+            stats = real_update(local_model, model, opt, *rollout)
+            pushed[applied.value] = torch.cat([p.grad.flatten() for p in model.parameters()])
+            applied.value += 1
+        return stats
+    monkeypatch.setattr(a3c, "update_global", spy)
+    workers = common.Workers(ctx, 2, a3c.worker, (args, kwargs, global_model, optimizer, ctx.Value("q", 0)))
+    msgs = []
+    while not workers.stop.is_set():
+        msgs += workers.messages(timeout=0.1)
+    errors = [m for m in msgs + workers.stop_all() if m[0] == "error"]
+    assert not errors, errors
+
+    replayed = [torch.zeros_like(p, requires_grad=True) for p in params]
+    reference = torch.optim.Adam(replayed)
+    for row in pushed[:applied.value]:
+        for p, g in zip(replayed, row.split([p.numel() for p in params])):
+            p.grad = g.view_as(p)
+        reference.step()
+    state = [reference.state[p] for p in replayed]
+    assert optimizer.steps.item() == applied.value >= 20 and state[0]["step"] == applied.value
+    torch.testing.assert_close(optimizer.exp_avg, [s["exp_avg"] for s in state], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(optimizer.exp_avg_sq, [s["exp_avg_sq"] for s in state], rtol=1e-5, atol=1e-9)
+
+
 def test_the_advantage_is_a_constant_for_the_policy_loss(monkeypatch):
     torch.manual_seed(0)
     model = ActorCritic(4, 2, hidden=8)
