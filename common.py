@@ -102,7 +102,7 @@ def hp(default, help, post=None, range=None, choices=None):
 class RunArgs:
     """The flags every script shares (each script's Args adds its hyperparameters)."""
     env_id: str = hp(None, "Gymnasium id; module:Id imports your module first (with --load: the model's env)")
-    seed: int = hp(1, "seeds Python, NumPy, torch, env resets and the action space")
+    seed: int = hp(1, "seeds Python, NumPy, torch, the env's first reset and the action space")
     total_timesteps: int = hp(100_000, "env steps to train for (an upper bound when the run stops once solved)",
                               range="(0, inf)")
     target_return: float = hp(None, "stop once the mean of the last --return-window returns reaches this "

@@ -164,7 +164,7 @@ class SAC:
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(args.init_alpha), device=dev, requires_grad=True)
         self.target_entropy = -act_dim if args.target_entropy is None else args.target_entropy
-        # fused=True: PyTorch's one-kernel Adam, the fastest on a CPU for networks this small
+        # fused=True: PyTorch's one-kernel Adam (on the CPU since torch 2.4), the fastest for networks this small
         self.q_opt = torch.optim.Adam(self.q.parameters(), lr=args.lr_q, fused=True)
         self.pi_opt = torch.optim.Adam([{"params": self.pi.parameters(), "lr": args.lr_pi},
                                         {"params": [self.log_alpha], "lr": args.lr_alpha}], fused=True)
