@@ -447,7 +447,7 @@ def write_markdown(path, meta, runs, png_name=None):
     if meta:
         parts += [f"Command: `{meta.get('command', '')}`  ", f"Date: {meta.get('date', '')}  ",
                   f"Machine: {meta.get('machine', '')}  ", f"Versions: {meta.get('versions', '')}  ",
-                  f"Commit: {meta.get('commit') or 'unknown'}; total time {meta.get('total_s', '?')} s"
+                  f"Commit: {meta.get('commit') or 'unknown'}" + (f"; total time {meta['total_s']} s" if meta.get("total_s") else "")
                   + ("; each run's record (its own machine, date, versions and code hash) is in runs/"
                      if meta.get("batch") else "")
                   + ("; INTERRUPTED (partial results)" if meta.get("interrupted") else "")

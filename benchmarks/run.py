@@ -294,7 +294,9 @@ def read_record(records, job):
 def write_record(records, job, run, meta):
     path = record_path(records, job)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    ba.write_json_run(path, dict(run, spec=run_spec(job), key=code_key(job), batch=meta.get("batch"),
+    date = datetime.datetime.fromtimestamp(run["started"]).astimezone().strftime("%Y-%m-%d %H:%M %Z") \
+        if run.get("started") else meta.get("date")
+    ba.write_json_run(path, dict(run, spec=run_spec(job), key=code_key(job), batch=meta.get("batch"), date=date,
                                  machine=meta.get("machine"), versions=meta.get("versions"), commit=meta.get("commit")))
 
 
@@ -419,8 +421,9 @@ def write_outputs(out_dir, meta, runs):
     png = os.path.join(out_dir, "learning_curves.png")
     png_name = None
     try:
-        ba.plot_curves(runs, png)
-        png_name = os.path.basename(png)
+        if runs:
+            ba.plot_curves(runs, png)
+            png_name = os.path.basename(png)
     except ImportError:
         print("matplotlib is not installed: no plot (pip install -r benchmarks/requirements.txt)", file=sys.stderr)
     md = ba.write_markdown(os.path.join(out_dir, "results.md"), meta, runs, png_name)
@@ -445,6 +448,12 @@ def main(argv=None):
         found = [read_record(args.records, job) for job in jobs if not job["algo"].endswith(ba.BASELINE)]
         runs = [run for run, state in found if state == "fresh"]
         stale = sum(state == "stale" for _, state in found)
+        if runs:   # what the records say of themselves, not of the machine that reads them
+            dates = sorted(r.get("date") or "?" for r in runs)
+            meta.update(date=f"runs from {dates[0]} to {dates[-1]}",
+                        machine=" / ".join(sorted({r.get("machine") or "?" for r in runs})),
+                        versions=" / ".join(sorted({r.get("versions") or "?" for r in runs})),
+                        commit=" ".join(sorted({r.get("commit") or "?" for r in runs})) + " (per record)")
         if len(runs) < len(jobs):
             meta["partial"] = f"{len(runs)} of {len(jobs)} runs have a record of this code" + \
                 (f" ({stale} stale records, of code changed since, left out)" if stale else "")
