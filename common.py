@@ -69,6 +69,7 @@ def stop_requested():
     return bool(_signals.received)
 
 
+# --- Running main: on the command line, or in a notebook (Jupyter, Colab), whose kernel is left as it was ---------
 def command(main):
     """``@common.command`` on ``main(argv=None)``: from the script's __main__ block or a notebook, run_cli runs it."""
     return lambda argv=None: run_cli(main, argv) if main.__module__ == "__main__" or ipython() else main(argv)
@@ -83,11 +84,11 @@ def run_cli(main, argv=None):
         file = main.__globals__.get("__file__")    # None in a pasted cell
         ran = file and os.path.abspath(sys.argv[0]) == os.path.abspath(file)
         sys.argv = [os.path.basename(file or "main"), *(argv if argv is not None else sys.argv[1:] if ran else [])]
+    code, _signals.received = 0, 0    # (none from an earlier run in this notebook)
     for s in signals:
         signal.signal(s, _on_signal)
     threading.excepthook = lambda a: None if issubclass(a.exc_type, OSError) else sys.__excepthook__(
         a.exc_type, a.exc_value, a.exc_traceback)   # TensorBoard's writer thread: its OSError is reported below
-    code, _signals.received = 0, 0    # (none from an earlier run in this notebook)
     try:
         main(sys.argv[1:] if notebook else argv)
     except SystemExit as e:  # from argparse, after --help or its one line
