@@ -218,6 +218,7 @@ def train(args):
     return global_model, log
 
 
+@common.command   # one-line errors, Ctrl-C saves: on the command line and in a notebook
 def main(argv=None):
     args = common.parse_args(Args, __doc__, argv)
     common.prepare(args)          # seeds; --render/--video fail now, not after training
@@ -229,12 +230,9 @@ def main(argv=None):
     saved = common.load_model(args.load, "a3c", args)
     model = ActorCritic(**saved["model_kwargs"])
     model.load_state_dict(saved["state_dict"])
-
-    @torch.no_grad()
-    def greedy(obs):              # a = argmax π(·|s)
-        return int(model.pi(torch.as_tensor(obs, dtype=torch.float32)).argmax())
-    common.evaluate(args, True, greedy, saved)
+    with torch.no_grad():         # evaluation plays a = argmax π(·|s)
+        common.evaluate(args, True, lambda s: int(model.pi(torch.as_tensor(s, dtype=torch.float32)).argmax()), saved)
 
 
 if __name__ == "__main__":
-    common.run_cli(main)
+    main()

@@ -174,6 +174,7 @@ def greedy(model):
     return act
 
 
+@common.command   # one-line errors, Ctrl-C saves: on the command line and in a notebook
 def main(argv=None):
     args = common.parse_args(Args, __doc__, argv)
     common.prepare(args)          # seeds; --render/--video fail now, not after training
@@ -189,4 +190,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    common.run_cli(main)
+    main()

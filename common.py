@@ -1,6 +1,6 @@
 """Shared plumbing of actor_critic.py, a3c.py and sac.py (copy it next to the script you use); no algorithm lives
-here. The command line from a script's ``Args``, envs and their checks, the run folder (TensorBoard, config.json,
-model.pt), Ctrl-C/SIGTERM, the divergence guard, evaluation of a saved model, and a3c.py's worker processes."""
+here. The command line (or a notebook's main([...])) from a script's ``Args``, envs and their checks, the run folder,
+Ctrl-C/SIGTERM, the divergence guard, evaluation of a saved model, and a3c.py's worker processes."""
 import argparse
 import contextlib
 import dataclasses
@@ -24,7 +24,11 @@ def _quiet_exit(signum, frame):   # Ctrl-C/SIGTERM while torch loads: nothing is
     os._exit(128 + signum)
 
 
-if "pytest" not in sys.modules and hasattr(sys.modules.get("__main__"), "__file__"):   # a script, not a test
+def ipython():   # the IPython shell this code runs in (a Jupyter or Colab kernel, the ipython console), or None
+    return getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+
+
+if "pytest" not in sys.modules and hasattr(sys.modules.get("__main__"), "__file__") and not ipython():  # a script
     for _sig in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(_sig) is not signal.SIG_IGN:   # a3c's workers inherit "ignore" and keep it
             signal.signal(_sig, _quiet_exit)
@@ -65,15 +69,30 @@ def stop_requested():
     return bool(_signals.received)
 
 
-def run_cli(main):
-    """Run ``main()`` as a command: every expected problem is one line on stderr and an exit status."""
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+# --- Running main: on the command line, or in a notebook (Jupyter, Colab), whose kernel is left as it was ---------
+def command(main):
+    """``@common.command`` on ``main(argv=None)``: from the script's __main__ block or a notebook, run_cli runs it."""
+    return lambda argv=None: run_cli(main, argv) if main.__module__ == "__main__" or ipython() else main(argv)
+
+
+def run_cli(main, argv=None):
+    """Run ``main(argv)`` as a command: every expected problem is one line on stderr. On the command line it ends with
+    an exit status; in a notebook it returns, and puts back the kernel's sys.argv, signal handlers and excepthook."""
+    notebook, signals = bool(ipython()), (signal.SIGINT, signal.SIGTERM)
+    saved = sys.argv, threading.excepthook, *map(signal.getsignal, signals)
+    if notebook:   # the kernel's own argv (-f kernel.json) is not for us, but `%run script.py args` sets the script's
+        file = main.__globals__.get("__file__")    # None in a pasted cell
+        ran = file and os.path.abspath(sys.argv[0]) == os.path.abspath(file)
+        sys.argv = [os.path.basename(file or "main"), *(argv if argv is not None else sys.argv[1:] if ran else [])]
+    code, _signals.received = 0, 0    # (none from an earlier run in this notebook)
+    for s in signals:
+        signal.signal(s, _on_signal)
     threading.excepthook = lambda a: None if issubclass(a.exc_type, OSError) else sys.__excepthook__(
         a.exc_type, a.exc_value, a.exc_traceback)   # TensorBoard's writer thread: its OSError is reported below
-    code = 0
     try:
-        main()
+        main(sys.argv[1:] if notebook else argv)
+    except SystemExit as e:  # from argparse, after --help or its one line
+        code = e.code
     except BrokenPipeError:  # stdout closed early (`| head`): the model and logs are already saved
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 1
@@ -82,10 +101,16 @@ def run_cli(main):
         code = 2 if isinstance(e, UsageError) else 1
     except KeyboardInterrupt:
         _signals.received = _signals.received or signal.SIGINT
+    finally:
+        if notebook:   # the next cell's interrupt button is the kernel's again
+            sys.argv, threading.excepthook, *handlers = saved
+            for s, handler in zip(signals, handlers):
+                signal.signal(s, handler)
     if _signals.received and code == 0:
         print("interrupted" + (" (SIGTERM)" if _signals.received == signal.SIGTERM else ""), file=sys.stderr)
         code = 128 + _signals.received
-    sys.exit(code)
+    if not notebook:
+        sys.exit(code)
 
 
 def os_error(e, path=None):
@@ -174,6 +199,9 @@ def parse_args(cls, doc, argv=None):
 def prepare(args):
     """Seed everything; check now, not after training, that --render and --video can work."""
     seed_everything(args.seed, args.threads)
+    method = getattr(args, "start_method", "fork")   # a3c.py: spawn and forkserver workers import the script's file
+    if method != "fork" and type(args).__module__ == "__main__" and not hasattr(sys.modules["__main__"], "__file__"):
+        raise UsageError(f"--start-method {method} needs a3c.py as a file (not a cell): %run a3c.py, or fork")
     if args.render and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or
                                                                   os.environ.get("WAYLAND_DISPLAY")):
         raise UsageError("--render needs a display, and none was found (DISPLAY is not set); "
@@ -346,8 +374,8 @@ class RunLogger:
         _signals.graceful = True
         try:
             yield self
-        except KeyboardInterrupt:
-            pass
+        except KeyboardInterrupt:    # a second Ctrl-C, or the interrupt button when a notebook calls train() itself
+            self.reason = "interrupted"
         except BaseException as e:
             error = e
         finally:
@@ -388,8 +416,10 @@ class RunLogger:
         print(f"{self.reason} after {self.step} env steps, {self.episodes} episodes, {self.elapsed():.1f}s; "
               f"mean return of the last {len(self.returns)} episodes: {mean}")
         script = sys.argv[0] if sys.argv[0].endswith(".py") else f"{self.algo}.py"   # as the user typed it
+        watch = (f'main(["--load", "{self.dir}", "--render"])' if ipython()    # in a notebook
+                 else f"python {script} --load {self.dir} --render")
         print(note if note.startswith("model not saved") else f"model saved to {self.model_path}{note}\n  "
-              f"watch it: python {script} --load {self.dir} --render")
+              f"watch it: {watch}")
         return error
 
 

@@ -229,6 +229,7 @@ def train(args):
     return agent, log
 
 
+@common.command   # one-line errors, Ctrl-C saves: on the command line and in a notebook
 def main(argv=None):
     args = common.parse_args(Args, __doc__, argv)
     common.prepare(args)          # seeds; --render/--video fail now, not after training
@@ -245,4 +246,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    common.run_cli(main)
+    main()
