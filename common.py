@@ -180,7 +180,7 @@ def parse_args(cls, doc, argv=None):
     groups = {True: p.add_argument_group("run"), False: p.add_argument_group("hyperparameters")}
     for f in dataclasses.fields(cls):
         meta, default = f.metadata or shared[f.name].metadata, f.default   # a script re-declares some defaults
-        notes = [f"default: {default}"] * (default not in (None, False)) + [f"post: {meta['post']}"] * (
+        notes = [f"default: {default}"] * (default is not None and default is not False) + [f"post: {meta['post']}"] * (
             meta["post"] is not None and meta["post"] != default)
         kw = dict(default=None if f.name == "env_id" else default, dest=f.name)   # env_id: None = not given
         if f.type is bool:

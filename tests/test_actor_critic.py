@@ -242,6 +242,7 @@ def test_help_documents_the_flags():
     for flag in ("--env-id", "--seed", "--total-timesteps", "--learning-rate", "--gamma", "--n-rollout",
                  "--logdir", "--load", "--eval-episodes", "--render", "--video", "--separate-networks"):
         assert flag in proc.stdout
+    assert "entropy bonus c_H (default: 0.0)" in proc.stdout     # a default of 0 is a default, not "none"
 
 
 @pytest.mark.parametrize("args, fragment", [
