@@ -29,8 +29,8 @@ class Args(common.RunArgs):
     total_timesteps: int = 500_000
     learning_rate: float = hp(1e-3, "Adam step size", post=2e-4, range="(0, inf)")
     anneal_lr: bool = hp(True, "decay the learning rate linearly to 0 over --total-timesteps", post=False)
-    gamma: float = hp(0.98, "discount γ", post=0.98, range="[0, 1]")
-    gae_lambda: float = hp(0.0, "GAE λ: 0 is the post's one-step TD error, 1 the n-step return", post=0.0,
+    gamma: float = hp(0.99, "discount γ", post=0.98, range="[0, 1]")
+    gae_lambda: float = hp(0.95, "GAE λ: 0 is the post's one-step TD error, 1 the n-step return", post=0.0,
                            range="[0, 1]")
     n_rollout: int = hp(10, "steps per env between updates", post=10, range="(0, inf)")
     num_envs: int = hp(8, "envs stepped side by side: one forward pass acts for all", post=1, range="(0, inf)")

@@ -168,6 +168,19 @@ def test_short_cartpole_run_learns(tmp_path):
     assert max(log.returns) <= 500      # the posts' `while not done` printed scores above the 500-step limit
 
 
+@pytest.mark.parametrize("post, learns", [(False, True), (True, False)])
+def test_acrobot_needs_more_than_one_step_of_lookahead(tmp_path, post, learns):
+    """Acrobot pays -1 a step until the tip swings up: credit must reach back many steps. In 50k steps the
+    default GAE advantage (λ = 0.95, γ = 0.99) gets the mean of the last 100 returns above -150; the post's TD(0)
+    with γ = 0.98 stays near -200 (and is run too, so that this test can tell the two apart)."""
+    flags = ["--gae-lambda", "0", "--gamma", "0.98"] if post else []
+    args = parse(ac, "--env-id", "Acrobot-v1", "--total-timesteps", "50000", "--logdir", tmp_path,
+                 "--print-interval", "1000", "--keep-training", *flags)
+    common.seed_everything(args.seed, args.threads)
+    _, log = ac.train(args)
+    assert (np.mean(log.returns) > -150) == learns, np.mean(log.returns)
+
+
 @pytest.mark.parametrize("terminate_at, max_steps", [(3, 10), (None, 3)])
 def test_training_loop_stores_the_real_last_observation(tmp_path, monkeypatch, terminate_at, max_steps):
     """Episode ends: s' is the true final observation (not the next episode's reset) and only termination masks."""
