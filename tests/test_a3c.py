@@ -174,7 +174,7 @@ def test_a_terminated_rollout_does_not_bootstrap_and_a_cut_one_does(monkeypatch,
     assert rollouts[2][0][0] == 0.0                                   # then a fresh episode
 
 
-def test_workers_advance_one_shared_adam(monkeypatch, counter_envs):
+def test_every_update_of_the_worker_loop_is_one_optimizer_step(monkeypatch, counter_envs):
     rollouts, _, optimizer = run_workers(monkeypatch, "A3CTestTruncated-v0", "--update-interval", "5", workers=2)
     assert optimizer.steps.item() == len(rollouts) >= 20
 
