@@ -20,6 +20,13 @@ def run_script(script, *args, timeout=120, env=None):
                           capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+def _as_from_a_terminal():
+    """Ctrl-C reaches a program started from a terminal with SIGINT at its default, even when pytest itself was started
+    in the background by a shell without job control (which starts it with SIGINT ignored, and children inherit)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_script(script, *args):
     """Start ``python script args...`` in its own process group, with a unique marker in its environment (see
     ``assert_no_process_left``). Returns (Popen with text pipes, marker)."""
@@ -27,7 +34,8 @@ def start_script(script, *args):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env["A3C_TEST_MARKER"] = marker
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_as_from_a_terminal)
     return proc, marker
 
 
