@@ -415,9 +415,10 @@ def git_commit(path=ROOT):
         return None
 
 
-def write_outputs(out_dir, meta, runs):
+def write_outputs(out_dir, meta, runs, runs_json=True):
+    """results.md, learning_curves.png and (unless the runs are already records, as for --report) runs.json."""
     os.makedirs(out_dir, exist_ok=True)
-    json_path = ba.write_json(os.path.join(out_dir, "runs.json"), meta, runs)
+    json_path = ba.write_json(os.path.join(out_dir, "runs.json"), meta, runs) if runs_json else "the records"
     png = os.path.join(out_dir, "learning_curves.png")
     png_name = None
     try:
@@ -457,7 +458,7 @@ def main(argv=None):
         if len(runs) < len(jobs):
             meta["partial"] = f"{len(runs)} of {len(jobs)} runs have a record of this code" + \
                 (f" ({stale} stale records, of code changed since, left out)" if stale else "")
-        write_outputs(args.out, meta, runs)
+        write_outputs(args.out, meta, runs, runs_json=False)
         return 0
     if any(a.endswith("_sb3") for a, *_ in args.plan):
         try:
