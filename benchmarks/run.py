@@ -1,12 +1,12 @@
 """Benchmarks: our scripts and Stable-Baselines3 on the same machine, in the same run, side by side.
 
     pip install -r requirements.txt -r benchmarks/requirements.txt
-    python benchmarks/run.py --suite             # the README's results: 7 envs, whole budgets (~6 h on 2 cores)
+    python benchmarks/run.py --suite             # the README's results: 7 envs, whole budgets (~8 h on 2 cores)
     python benchmarks/run.py --suite --quick     # the same pipeline, small budgets, 1 seed: a few minutes
     python benchmarks/run.py                     # time to solve CartPole-v1 and Pendulum-v1, runs stop when solved
     python benchmarks/run.py --suite --envs Acrobot-v1 --algos actor_critic,a2c_sb3 --seeds 3
     python benchmarks/run.py --baseline /tmp/old  # also run the scripts of another checkout, labelled [baseline]
-    python benchmarks/run.py --from-json benchmarks/results/runs.json    # redo the tables and plot only
+    python benchmarks/run.py --from-json benchmarks/results/speed/runs.json    # redo a table and plot only
     python benchmarks/run.py --suite --resume    # go on where it stopped: keep every fresh record, run the rest
     python benchmarks/run.py --suite --report    # no training: the table and plot from the records alone
 
@@ -16,7 +16,7 @@ whole budget (--keep-training) and its final model is then evaluated determinist
 All on the CPU with one torch thread per process, at most --jobs processes at a time (a3c counts 2), started
 seed by seed with ours and SB3's interleaved so that machine noise hits both alike. Writes to --out
 (default benchmarks/results/): results.md (table), learning_curves.png and runs.json (every episode of
-every run); raw logs go to --workdir.
+every run; not with --report, whose data are the records); raw logs go to --workdir.
 
 Records: every run that finishes leaves one small JSON in --records (default <out>/runs/ENV/ALGO/seedN.json,
 committed to the repository): the command, the machine, the versions, the per-episode (step, seconds, return)
