@@ -13,20 +13,31 @@ workers share, and copies the global weights back. Nobody waits for anybody: tha
 
 Shapes in a worker: s (n+1, obs_dim), s_n the bootstrap state; a, r, y, A (n,); policy logits (n+1, n_actions).
 """
-import common  # first: Ctrl-C and SIGTERM stay quiet while torch loads
-
-import contextlib
-import math
 import os
-import random
+import signal
 import sys
-from dataclasses import dataclass
 
-import numpy as np
-import torch
-import torch.multiprocessing as mp
-import torch.nn as nn
-import torch.nn.functional as F
+if __name__ == "__main__" and "IPython" not in sys.modules:   # a script: Ctrl-C while torch loads leaves quietly
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, lambda signum, frame: os._exit(128 + signum))
+
+import contextlib  # noqa: E402  (the slow imports come after the handlers)
+import math  # noqa: E402
+import multiprocessing.connection  # noqa: E402
+import queue as queue_lib  # noqa: E402
+import random  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import common  # noqa: E402
 
 hp = common.hp
 
@@ -183,6 +194,72 @@ def worker(rank, args, model_kwargs, global_model, optimizer, counter, stop, que
     env.close()
 
 
+class Workers:
+    """The worker processes ``target(rank, *args, stop, queue)``. They ignore Ctrl-C and SIGTERM (a terminal's Ctrl-C
+    reaches the whole process group): the main process stops them with ``stop``; an exception arrives as an "error"
+    message, a worker that dies silently (killed) is a Failure."""
+    SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+    def __init__(self, ctx, n, target, args):
+        self.stop, self.queue = ctx.Event(), ctx.Queue()
+        # Blocked, not ignored, while forking: a signal arriving now waits and reaches this process afterwards;
+        # each child inherits the block and ignores the signals before it unblocks them (worker_main).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+        try:
+            self.procs = [ctx.Process(target=worker_main, args=(target, rank, *args, self.stop, self.queue),
+                                      name=f"worker-{rank}", daemon=True) for rank in range(n)]
+            for p in self.procs:
+                p.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def messages(self, timeout=0.0):
+        """The messages waiting (up to ``timeout`` s for the first); a worker gone silently (killed) is a Failure."""
+        msgs = []
+        with contextlib.suppress(queue_lib.Empty, OSError, ValueError, EOFError):
+            msgs.append(self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait())
+            while True:
+                msgs.append(self.queue.get_nowait())
+        dead = [(rank, p.exitcode) for rank, p in enumerate(self.procs) if p.exitcode is not None]
+        if dead and not self.stop.is_set() and not any(m[0] == "error" for m in msgs):
+            rank, code = dead[0]
+            raise common.Failure(f"worker {rank} died ({f'signal {-code}' if code < 0 else f'exit status {code}'})")
+        return msgs
+
+    def stop_all(self, timeout=5.0):
+        """Stop every worker (killed after ``timeout`` s); returns all messages: no finished episode is lost."""
+        self.stop.set()
+        msgs, deadline = [], time.monotonic() + timeout
+        with common.signals_held():     # a second Ctrl-C leaves no orphans
+            while any(p.is_alive() for p in self.procs) and time.monotonic() < deadline:
+                msgs += self.messages()
+                multiprocessing.connection.wait([p.sentinel for p in self.procs if p.is_alive()], timeout=0.05)
+            for p in self.procs:
+                if p.is_alive():
+                    p.kill()
+                p.join()
+        return msgs + self.messages()
+
+
+def worker_main(target, rank, *args):
+    """A worker process: ignore Ctrl-C/SIGTERM, never outlive the main process, report an exception and exit 1."""
+    for s in Workers.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, Workers.SIGNALS)
+    stop, queue = args[-2:]
+    parent = multiprocessing.parent_process()     # a main process killed hard: stop too
+    threading.Thread(target=lambda: (parent.join(), stop.set()), daemon=True).start()
+    try:
+        target(rank, *args)
+    except BaseException as e:  # noqa: BLE001  (the main process reports it and exits non-zero)
+        stop.set()
+        queue.put(("error", rank, str(e) if isinstance(e, common.Failure) else f"{type(e).__name__}: {e}",
+                   traceback.format_exc(), isinstance(e, common.Diverged)))
+        queue.close()
+        queue.join_thread()
+        sys.exit(1)
+
+
 def train(args):
     env = common.make_env(args.env_id, True)
     common.default_target(args, env)
@@ -193,9 +270,9 @@ def train(args):
     ctx = mp.get_context(args.start_method)
     optimizer = SharedAdam(global_model.parameters(), lr=args.learning_rate, lock=ctx.Lock())
     counter = ctx.Value("q", 0)
-    log = common.RunLogger(args, "a3c", model_kwargs)
+    log = common.Logger(args, "a3c")                # the run folder: config.json, TensorBoard, progress lines
 
-    def handle(msgs):   # the main process only logs what the workers report
+    def handle(msgs):   # the main process only logs what the workers report; -> solved
         for kind, rank, *data in msgs:
             if kind == "episode":
                 log.episode(*data)
@@ -206,22 +283,29 @@ def train(args):
                     f.write(f"worker {rank}:\n{data[1]}")
                 raise (common.Diverged if data[2] else common.Failure)(f"worker {rank} failed: {data[0]}  "
                                                                        f"(traceback in {f.name})")
+        return common.solved(log, args)
 
-    with log.training(global_model):
-        workers = common.Workers(ctx, args.num_workers, worker, (args, model_kwargs, global_model, optimizer, counter))
-        try:
-            while not (log.done() or workers.stop.is_set()):
-                handle(workers.messages(timeout=0.2))
-        finally:
-            handle(workers.stop_all())
-            log.step = max(log.step, counter.value)
+    solved = False
+    try:
+        with common.graceful_stop():                # Ctrl-C/SIGTERM: stop_requested() turns true, the loop ends
+            workers = Workers(ctx, args.num_workers, worker, (args, model_kwargs, global_model, optimizer, counter))
+            try:
+                while not (solved or workers.stop.is_set() or common.stop_requested()):
+                    solved = handle(workers.messages(timeout=0.2))
+            finally:
+                solved = handle(workers.stop_all()) or solved
+    finally:                                        # whatever ended the loop, an error too: save model.pt
+        common.finish(log, counter.value, global_model, model_kwargs, solved)
     return global_model, log
 
 
 @common.command   # one-line errors, Ctrl-C saves: on the command line and in a notebook
 def main(argv=None):
     args = common.parse_args(Args, __doc__, argv)
-    common.prepare(args)          # seeds; --render/--video fail now, not after training
+    common.prepare(args, discrete=True)   # seeds; --render/--video fail now, not after training
+    if args.start_method != "fork" and __name__ == "__main__" and not hasattr(sys.modules["__main__"], "__file__"):
+        raise common.UsageError(f"--start-method {args.start_method} needs a3c.py as a file (not a cell): "
+                                "%run a3c.py, or fork")
     if not args.load:
         _, log = train(args)
         if not (args.render or args.video):

@@ -10,16 +10,26 @@ The posts' minimalRL ``ac.py``, made correct for Gymnasium and fast on a CPU. Fo
 A and the value target A + V(s) are constants (detached). Shapes: s, s' (T, N, obs_dim); a, r, terminated,
 done, δ, A (T, N); policy logits (T, N, n_actions). done = terminated or truncated: the episode ended there.
 """
-import common  # first: Ctrl-C and SIGTERM stay quiet while torch loads
+import os
+import signal
+import sys
 
-from dataclasses import dataclass
+if __name__ == "__main__" and "IPython" not in sys.modules:   # a script: Ctrl-C while torch loads leaves quietly
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, lambda signum, frame: os._exit(128 + signum))
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+from dataclasses import dataclass  # noqa: E402  (the slow imports come after the handlers)
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import common  # noqa: E402
 
 hp = common.hp
+RMS_FIELDS = ("mean", "var", "count")   # the observation statistics saved in model.pt (--norm-obs)
 
 
 @dataclass
@@ -117,17 +127,30 @@ def train_net(model, optimizer, batch, args):
     return policy_loss.detach(), value_loss.detach(), entropy.detach()
 
 
+def make_envs(args):
+    """--num-envs envs from common.make_env, stepped together. SAME_STEP autoreset: info["final_obs"] is an episode's
+    real last observation. --norm-obs: each env normalises by one shared running mean and variance (Gymnasium's
+    vector NormalizeObservation would need NEXT_STEP autoreset); returns them, to be saved with the model."""
+    def make():
+        env = common.make_env(args.env_id, True)
+        return gym.wrappers.NormalizeObservation(env) if args.norm_obs else env
+    envs = gym.vector.SyncVectorEnv([make] * args.num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    for env in envs.envs[1:] if args.norm_obs else ():
+        env.obs_rms = envs.envs[0].obs_rms
+    return envs, envs.envs[0].obs_rms if args.norm_obs else None
+
+
 def train(args):
     if args.n_rollout * args.num_envs > args.total_timesteps:
         raise common.UsageError(f"one rollout (--n-rollout x --num-envs = {args.n_rollout * args.num_envs} env "
                                 f"steps) is longer than --total-timesteps {args.total_timesteps}")
-    envs, obs_rms = common.make_vector_env(args.env_id, args.num_envs, args.norm_obs)
+    envs, obs_rms = make_envs(args)
     common.default_target(args, envs.envs[0])
     obs_dim, n_actions = common.spaces_of(envs.envs[0])
     model_kwargs = dict(obs_dim=obs_dim, n_actions=n_actions, hidden=args.hidden, separate=args.separate_networks)
     model = ActorCritic(**model_kwargs)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
-    log = common.RunLogger(args, "actor_critic", model_kwargs)
+    log = common.Logger(args, "actor_critic")       # the run folder: config.json, TensorBoard, progress lines
 
     # Rollout storage, filled in place through NumPy views: no tensors are built per step.
     T, N = args.n_rollout, args.num_envs
@@ -138,46 +161,53 @@ def train(args):
 
     s, _ = envs.reset(seed=args.seed)
     envs.action_space.seed(args.seed)
-    step, updates = 0, 0
-    with log.training(model, obs_rms):
-        while step < args.total_timesteps and not log.done():
-            for t in range(T):
-                s_np[t] = s
-                with torch.no_grad():
-                    prob = F.softmax(model.pi(s_buf[t]), dim=-1)
-                    a_np[t] = torch.multinomial(prob, 1).squeeze(1).numpy()
-                s, r, terminated, truncated, info = envs.step(a_np[t])
-                s_next_np[t], r_np[t], term_np[t], done_np[t] = s, r * args.reward_scale, terminated, \
-                    terminated | truncated
-                step += N
-                for i in np.flatnonzero(terminated | truncated):
-                    s_next_np[t, i] = info["final_obs"][i]   # the real s' of the last step, not the reset obs
-                    episode = info["final_info"]["episode"]
-                    log.episode(episode["r"][i], episode["l"][i], step)
-            if args.anneal_lr:
-                optimizer.param_groups[0]["lr"] = args.learning_rate * max(1.0 - step / args.total_timesteps, 0.0)
-            losses = train_net(model, optimizer, batch, args)
-            updates, log.step = updates + 1, step
-            common.check_finite(updates, step, **dict(zip(("policy_loss", "value_loss", "entropy"), losses)))
-            if updates % 50 == 0:
-                log.scalars({f"losses/{k}": v.item() for k, v in zip(("policy_loss", "value_loss", "entropy"), losses)}
-                            | {"charts/learning_rate": optimizer.param_groups[0]["lr"]}, step)
-    envs.close()
+    step, updates, solved = 0, 0, False
+    try:
+        with common.graceful_stop():                # Ctrl-C/SIGTERM: stop_requested() turns true, the loop ends
+            while step < args.total_timesteps and not solved and not common.stop_requested():
+                for t in range(T):
+                    s_np[t] = s
+                    with torch.no_grad():
+                        prob = F.softmax(model.pi(s_buf[t]), dim=-1)
+                        a_np[t] = torch.multinomial(prob, 1).squeeze(1).numpy()
+                    s, r, terminated, truncated, info = envs.step(a_np[t])
+                    done = terminated | truncated
+                    s_next_np[t], r_np[t], term_np[t], done_np[t] = s, r * args.reward_scale, terminated, done
+                    step += N
+                    for i in np.flatnonzero(done):
+                        s_next_np[t, i] = info["final_obs"][i]   # the real s' of the last step, not the reset obs
+                        episode = info["final_info"]["episode"]
+                        log.episode(episode["r"][i], episode["l"][i], step)
+                        solved = solved or common.solved(log, args)
+                if args.anneal_lr:
+                    optimizer.param_groups[0]["lr"] = args.learning_rate * max(1.0 - step / args.total_timesteps, 0)
+                losses = dict(zip(("policy_loss", "value_loss", "entropy"), train_net(model, optimizer, batch, args)))
+                updates += 1
+                common.check_finite(updates, step, **losses)
+                if updates % 50 == 0:
+                    log.scalars({f"losses/{k}": v.item() for k, v in losses.items()}
+                                | {"charts/learning_rate": optimizer.param_groups[0]["lr"]}, step)
+    finally:                                        # whatever ended the loop, an error too: save model.pt
+        envs.close()
+        common.finish(log, step, model, model_kwargs, solved, obs_rms=obs_rms and {
+            k: torch.tensor(np.asarray(getattr(obs_rms, k), np.float64)) for k in RMS_FIELDS})
     return model, log
 
 
-def greedy(model):
-    """a = argmax π(·|s): the policy an evaluation plays."""
+def greedy(model, obs_rms=None):
+    """a = argmax π(·|s): the policy an evaluation plays; ``obs_rms``: the saved statistics of --norm-obs, frozen."""
+    mean, std = (obs_rms["mean"], (obs_rms["var"] + 1e-8).sqrt()) if obs_rms else (0.0, 1.0)  # NormalizeObservation's
+
     @torch.no_grad()
     def act(obs):
-        return int(model.pi(torch.as_tensor(obs, dtype=torch.float32)).argmax())
+        return int(model.pi(((torch.as_tensor(obs, dtype=torch.float64) - mean) / std).float()).argmax())
     return act
 
 
 @common.command   # one-line errors, Ctrl-C saves: on the command line and in a notebook
 def main(argv=None):
     args = common.parse_args(Args, __doc__, argv)
-    common.prepare(args)          # seeds; --render/--video fail now, not after training
+    common.prepare(args, discrete=True)   # seeds; --render/--video fail now, not after training
     if not args.load:
         _, log = train(args)
         if not (args.render or args.video):
@@ -186,7 +216,7 @@ def main(argv=None):
     saved = common.load_model(args.load, "actor_critic", args)
     model = ActorCritic(**saved["model_kwargs"])
     model.load_state_dict(saved["state_dict"])
-    common.evaluate(args, True, greedy(model), saved)
+    common.evaluate(args, True, greedy(model, saved.get("obs_rms")), saved)
 
 
 if __name__ == "__main__":

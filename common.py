@@ -1,45 +1,31 @@
-"""Shared plumbing of actor_critic.py, a3c.py and sac.py (copy it next to the script you use); no algorithm lives
-here. The command line (or a notebook's main([...])) from a script's ``Args``, envs and their checks, the run folder,
-Ctrl-C/SIGTERM, the divergence guard, evaluation of a saved model, and a3c.py's worker processes."""
+"""What actor_critic.py, a3c.py and sac.py all use (copy it next to the script you use); no algorithm lives here.
+
+Sections: errors; Ctrl-C and SIGTERM; running ``main`` on the command line or in a notebook; the command line from
+a script's ``Args``; environments; the run folder and its logger; the end of a run (saving model.pt); loading and
+evaluating a saved model. Importing it changes nothing in the importing program (no signal handler, no output).
+"""
 import argparse
+import collections
 import contextlib
 import dataclasses
 import datetime
 import json
 import math
-import multiprocessing.connection
 import os
-import queue as queue_lib
 import random
 import signal
 import sys
 import tempfile
 import threading
 import time
-import traceback
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import torch
 
 
-def _quiet_exit(signum, frame):   # Ctrl-C/SIGTERM while torch loads: nothing is trained yet, leave quietly
-    print("interrupted", file=sys.stderr, flush=True)
-    os._exit(128 + signum)
-
-
-def ipython():   # the IPython shell this code runs in (a Jupyter or Colab kernel, the ipython console), or None
-    return getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-
-
-if "pytest" not in sys.modules and hasattr(sys.modules.get("__main__"), "__file__") and not ipython():  # a script
-    for _sig in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(_sig) is not signal.SIG_IGN:   # a3c's workers inherit "ignore" and keep it
-            signal.signal(_sig, _quiet_exit)
-
-import gymnasium as gym  # noqa: E402  (the slow imports come after the handlers)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-RMS_FIELDS = ("mean", "var", "count")   # the observation statistics saved in model.pt (--norm-obs)
-
-
+# --- Errors: each is one line on stderr and an exit status, never a traceback -----------------------------------
 class UsageError(Exception):
     """Bad input from the user: one line on stderr, exit status 2."""
 
@@ -49,19 +35,24 @@ class Failure(Exception):
 
 
 class Diverged(Failure):
-    """A loss became nan or inf: the run saves the weights of its last progress line, if it has them."""
+    """A loss became nan or inf (the update that produced it was not applied)."""
 
 
-# --- Signals: the first Ctrl-C/SIGTERM asks the training loop to stop; saving is never interrupted ---------------
+def os_error(e, path=None):
+    return f"{getattr(e, 'filename', None) or path}: {e.strerror or e}" if (e.filename or path) else str(e)
+
+
+# --- Ctrl-C and SIGTERM: the first asks the training loop to stop; saving is never interrupted -------------------
 class _signals:
-    received = 0        # the first SIGINT/SIGTERM received (0: none)
+    received = 0        # the first SIGINT/SIGTERM that run_cli's handler received (0: none)
     graceful = False    # a training loop is running: it polls stop_requested() and stops itself
-    shielded = False    # the model is being saved or workers stopped: note signals, act on none
+    held = False        # the model is being saved or workers stopped: note signals, act on none
+    interrupted = False  # a notebook's interrupt button stopped a train() called from a cell
 
 
-def _on_signal(signum, frame):
+def _on_signal(signum, frame):   # run_cli's handler, for SIGINT and SIGTERM
     first, _signals.received = not _signals.received, _signals.received or signum
-    if not _signals.shielded and not (_signals.graceful and first):
+    if not _signals.held and not (_signals.graceful and first):
         raise KeyboardInterrupt   # outside training, or a second signal the loop has not acted on yet
 
 
@@ -69,10 +60,46 @@ def stop_requested():
     return bool(_signals.received)
 
 
+@contextlib.contextmanager
+def graceful_stop():
+    """Around a training loop that polls stop_requested(). Under run_cli the first Ctrl-C/SIGTERM only makes it true
+    (a second one raises KeyboardInterrupt). In a notebook cell that calls train() itself, the interrupt button's
+    KeyboardInterrupt ends the loop and train() returns what it has; a program calling train() gets its own."""
+    _signals.graceful, _signals.interrupted = True, False
+    try:
+        yield
+    except KeyboardInterrupt:
+        if _signals.received or not ipython():
+            raise
+        _signals.interrupted = True
+    finally:
+        _signals.graceful = False
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Signals that arrive inside are noted (stop_requested()) but interrupt nothing."""
+    _signals.held = True
+    try:
+        yield
+    finally:
+        _signals.held = False
+
+
 # --- Running main: on the command line, or in a notebook (Jupyter, Colab), whose kernel is left as it was ---------
+def ipython():   # the IPython shell this code runs in (a Jupyter or Colab kernel, the ipython console), or None
+    return getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+
+
 def command(main):
-    """``@common.command`` on ``main(argv=None)``: from the script's __main__ block or a notebook, run_cli runs it."""
+    """``@common.command`` on ``main(argv=None)``: from the script's __main__ block or a notebook, run_cli runs it;
+    called from another program, it is a plain function (raising its errors, leaving signals as they are)."""
     return lambda argv=None: run_cli(main, argv) if main.__module__ == "__main__" or ipython() else main(argv)
+
+
+def _thread_error(a):   # TensorBoard's writer thread: its OSError comes back from the writer, reported then
+    if not (issubclass(a.exc_type, OSError) and type(a.thread).__name__ == "_AsyncWriterThread"):
+        sys.__excepthook__(a.exc_type, a.exc_value, a.exc_traceback)
 
 
 def run_cli(main, argv=None):
@@ -87,8 +114,7 @@ def run_cli(main, argv=None):
     code, _signals.received = 0, 0    # (none from an earlier run in this notebook)
     for s in signals:
         signal.signal(s, _on_signal)
-    threading.excepthook = lambda a: None if issubclass(a.exc_type, OSError) else sys.__excepthook__(
-        a.exc_type, a.exc_value, a.exc_traceback)   # TensorBoard's writer thread: its OSError is reported below
+    threading.excepthook = _thread_error
     try:
         main(sys.argv[1:] if notebook else argv)
     except SystemExit as e:  # from argparse, after --help or its one line
@@ -109,12 +135,9 @@ def run_cli(main, argv=None):
     if _signals.received and code == 0:
         print("interrupted" + (" (SIGTERM)" if _signals.received == signal.SIGTERM else ""), file=sys.stderr)
         code = 128 + _signals.received
+    _signals.received = 0   # a train() called later in this notebook starts afresh
     if not notebook:
         sys.exit(code)
-
-
-def os_error(e, path=None):
-    return f"{getattr(e, 'filename', None) or path}: {e.strerror or e}" if (e.filename or path) else str(e)
 
 
 # --- Command line: each script declares its hyperparameters once, in an Args dataclass --------------------------
@@ -132,8 +155,7 @@ class RunArgs:
                               range="(0, inf)")
     target_return: float = hp(None, "stop once the mean of the last --return-window returns reaches this "
                                     "(default: the env's reward_threshold, if any)")
-    return_window: int = hp(None, "episodes averaged for --target-return (default: 10 on Pendulum-v1, else 100)",
-                            range="(0, inf)")
+    return_window: int = hp(None, "episodes averaged for --target-return (default: 100)", range="(0, inf)")
     keep_training: bool = hp(False, "train for all --total-timesteps even after the target return is reached")
     threads: int = hp(1, "torch CPU threads; 1 is fastest for networks this small", range="(0, inf)")
     print_interval: int = hp(20, "episodes between progress lines", range="(0, inf)")
@@ -196,14 +218,11 @@ def parse_args(cls, doc, argv=None):
     return args
 
 
-def prepare(args):
+def prepare(args, discrete):
     """Seed everything; check now, not after training, that --render and --video can work."""
     seed_everything(args.seed, args.threads)
-    method = getattr(args, "start_method", "fork")   # a3c.py: spawn and forkserver workers import the script's file
-    if method != "fork" and type(args).__module__ == "__main__" and not hasattr(sys.modules["__main__"], "__file__"):
-        raise UsageError(f"--start-method {method} needs a3c.py as a file (not a cell): %run a3c.py, or fork")
-    if args.render and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or
-                                                                  os.environ.get("WAYLAND_DISPLAY")):
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or not sys.platform.startswith("linux")
+    if args.render and not display:
         raise UsageError("--render needs a display, and none was found (DISPLAY is not set); "
                          "use --video PATH to record the episodes to a file instead")
     for flag, module, package in (("render", "pygame", ""), ("video", "moviepy", "moviepy ")):
@@ -212,6 +231,10 @@ def prepare(args):
                 __import__(module)
         except ImportError:
             raise UsageError(f"--{flag} needs {module}: pip install {package}\"gymnasium[classic-control]\"") from None
+    if args.video and not display:
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")   # pygame draws off-screen, without a line about XDG
+    if (args.render or args.video) and args.env_id:          # (with --load, the model's env is checked at load)
+        make_env(args.env_id, discrete, "human" if args.render else "rgb_array").close()
 
 
 def seed_everything(seed, threads=1):
@@ -223,12 +246,14 @@ def seed_everything(seed, threads=1):
 
 
 # --- Environments -------------------------------------------------------------------------------------------------
-def make_env(env_id, discrete, render_mode=None, obs_rms=None, norm_obs=False):
-    """``gym.make(env_id)``, observations flattened to a vector (one-hot for Discrete), episode statistics recorded,
-    optionally normalised (``obs_rms``: saved statistics, applied frozen); or one line saying why the env cannot be
-    used. ``discrete``: the script needs Discrete actions (True) or a bounded Box (False)."""
+def make_env(env_id, discrete, render_mode=None):
+    """``gym.make(env_id)``, observations flattened to a vector (one-hot for Discrete), episode statistics recorded
+    (info["episode"]: the true return); or one line saying why the env cannot be used. ``discrete``: the script needs
+    Discrete actions (True) or a bounded Box (False)."""
     try:
-        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))  # some envs take no such arg
+        with warnings.catch_warnings():   # a render_mode missing from the env's metadata: the TypeError below says it
+            warnings.filterwarnings("ignore", message=".*is not in the possible render_modes")
+            env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
     except gym.error.NamespaceNotFound as e:
         raise UsageError(f"unknown environment '{env_id}': {e} A namespace's ids are registered by its package: "
                          f"install it and name its module first, e.g. --env-id ale_py:{env_id}") from None
@@ -236,6 +261,11 @@ def make_env(env_id, discrete, render_mode=None, obs_rms=None, norm_obs=False):
         raise UsageError(f"unknown environment '{env_id}': {e}") from None
     except ImportError as e:
         raise UsageError(f"environment '{env_id}' needs a package that is not installed: {e}") from None
+    except TypeError as e:
+        if render_mode and "render_mode" in str(e):   # a constructor without render_mode: it cannot draw itself
+            raise UsageError(f"--render and --video need an env that takes render_mode, and {env_id}'s constructor "
+                             "does not") from None
+        raise
     obs, act = env.observation_space, env.action_space
     try:
         flat = gym.spaces.flatdim(obs) > 0 and not isinstance(obs, gym.spaces.Text)
@@ -255,24 +285,7 @@ def make_env(env_id, discrete, render_mode=None, obs_rms=None, norm_obs=False):
         raise UsageError(f"{env_id} has {problem}")
     if not (isinstance(obs, gym.spaces.Box) and len(obs.shape) == 1):
         env = gym.wrappers.FlattenObservation(env)
-    env = gym.wrappers.RecordEpisodeStatistics(env)    # info["episode"]: the true return, before any scaling
-    if norm_obs or obs_rms is not None:
-        env = gym.wrappers.NormalizeObservation(env)
-        if obs_rms is not None:
-            env.obs_rms.mean, env.obs_rms.var, env.obs_rms.count = (obs_rms[k].numpy() for k in RMS_FIELDS)
-            env.update_running_mean = False
-    return env
-
-
-def make_vector_env(env_id, n, norm_obs=False):
-    """``n`` envs from make_env stepped together; SAME_STEP autoreset: info["final_obs"] is an episode's real last
-    observation. With ``norm_obs`` all share one set of statistics, returned to be saved with the model (Gymnasium's
-    vector NormalizeObservation would need NEXT_STEP autoreset)."""
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id, True, norm_obs=norm_obs)] * n,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    for env in envs.envs[1:] if norm_obs else ():
-        env.obs_rms = envs.envs[0].obs_rms
-    return envs, envs.envs[0].obs_rms if norm_obs else None
+    return gym.wrappers.RecordEpisodeStatistics(env)
 
 
 def spaces_of(env):
@@ -282,50 +295,34 @@ def spaces_of(env):
 
 
 def default_target(args, env):
-    """--target-return defaults to the env's reward_threshold; Pendulum-v1 has none: -200 over 10 episodes."""
-    pendulum = env.spec is not None and env.spec.id == "Pendulum-v1"
+    """--target-return defaults to the env's reward_threshold (None: no target), --return-window to 100."""
     if args.target_return is None and env.spec is not None:
-        args.target_return = -200.0 if pendulum else env.spec.reward_threshold
-    args.return_window = args.return_window or (10 if pendulum else 100)
+        args.target_return = env.spec.reward_threshold
+    args.return_window = args.return_window or 100
 
 
-def check_device(device):
-    """--device: cpu, or cuda where this torch build and machine have it; else one line."""
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        kind = None
-    if kind not in ("cpu", "cuda"):
-        raise UsageError(f"--device: unknown device '{device}' (use cpu or cuda)")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
-                         f"cuda build: {torch.version.cuda}); use --device cpu")
-
-
-# --- Run folder, TensorBoard, progress line, and saving whatever ends the training loop ---------------------------
-class RunLogger:
-    """A run folder ``<logdir>/<env>__<algo>__<seed>__<time>`` with TensorBoard events, config.json and model.pt.
+# --- The run folder and its logger: config.json, TensorBoard events, progress lines ----------------------------
+class Logger:
+    """A new run folder ``<logdir>/<env>__<algo>__<seed>__<time>`` with config.json and TensorBoard events.
     ``episode()`` records a finished episode (x-axis: env steps) and prints a progress line every
-    ``print_interval`` episodes; ``done()`` tells the loop to stop (solved, or Ctrl-C/SIGTERM)."""
+    ``print_interval`` episodes; ``returns`` holds the last --return-window returns (finish() sets ``reason``)."""
 
-    def __init__(self, args, algo, model_kwargs):
-        self.args, self.algo, self.model_kwargs = args, algo, model_kwargs
+    def __init__(self, args, algo):
+        self.args, self.algo = args, algo
         name = f"{args.env_id.replace('/', '_').replace(':', '_')}__{algo}__{args.seed}__"
         self.dir = make_run_dir(args.logdir, name + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        self.model_path = os.path.join(self.dir, "model.pt")
         self.config = {"algo": algo, **dataclasses.asdict(args)}
         try:
             with open(os.path.join(self.dir, "config.json"), "w") as f:
                 json.dump(self.config, f, indent=2)
         except OSError as e:
             raise Failure(f"cannot write the run folder: {os_error(e, self.dir)}") from None
-        self.returns, self.recent, self.episodes, self.step, self.start = [], [], 0, 0, time.time()
-        self.reason, self.solved, self._sps_mark = "reached --total-timesteps", False, (self.start, 0)
-        self.snapshot = self.model = self.obs_rms = self._writer = None
-        self.model_path = os.path.join(self.dir, "model.pt")
+        self.returns, self.recent = collections.deque(maxlen=args.return_window), []
+        self.episodes, self.start, self._writer = 0, time.time(), None
+        self._mark = (self.start, 0)                    # (time, env step) of the last progress line
+        self.outer_error = sys.exc_info()[1]            # an exception the caller is handling is not ours (finish)
         print(f"run folder: {self.dir}  (tensorboard --logdir {args.logdir})")
-
-    def elapsed(self):
-        return time.time() - self.start
 
     @property
     def writer(self):   # started at first use: a3c.py forks its workers before this thread exists
@@ -342,85 +339,25 @@ class RunLogger:
 
     def episode(self, ret, length, step):
         """Record one finished episode that ended at env step ``step``."""
-        a, ret = self.args, float(ret)
-        self.episodes, self.step = self.episodes + 1, max(self.step, step)
-        self.returns = (self.returns + [ret])[-a.return_window:]
+        ret, self.episodes = float(ret), self.episodes + 1
+        self.returns.append(ret)
         self.recent.append(ret)
         self.scalars({"charts/episodic_return": ret, "charts/episodic_length": length}, step)
-        if self.episodes % a.print_interval == 0:
+        if self.episodes % self.args.print_interval == 0:
             now = time.time()
-            sps, self._sps_mark = (step - self._sps_mark[1]) / max(now - self._sps_mark[0], 1e-9), (now, step)
+            sps, self._mark = (step - self._mark[1]) / max(now - self._mark[0], 1e-9), (now, step)
             self.writer.add_scalar("charts/SPS", sps, step)
             print(f"# of episode: {self.episodes}, avg score: {np.mean(self.recent):.1f}  (last "
                   f"{len(self.returns)}: {np.mean(self.returns):.1f})  steps: {step}  {sps:,.0f} steps/s  "
                   f"{now - self.start:.1f}s", flush=True)
             self.recent = []
-            state = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if self.model else {}
-            if state and all_finite(state):
-                self.snapshot = (self.step, state)      # the last finite weights: what a diverged run saves
-        if (a.target_return is not None and not a.keep_training and not self.solved
-                and len(self.returns) == a.return_window and np.mean(self.returns) >= a.target_return):
-            self.solved, self.reason = True, f"solved (mean return >= {a.target_return:g})"
 
-    def done(self):
-        """True once the loop should stop: solved (unless --keep-training), or Ctrl-C/SIGTERM received."""
-        return self.solved or stop_requested()
 
-    @contextlib.contextmanager
-    def training(self, model, obs_rms=None):
-        """Around the training loop: Ctrl-C/SIGTERM make ``done()`` true (a second one stops at once); whatever ends
-        the loop, model.pt is saved (finite weights only) and the summary printed, with signals held off."""
-        self.model, self.obs_rms, error = model, obs_rms, None
-        _signals.graceful = True
-        try:
-            yield self
-        except KeyboardInterrupt:    # a second Ctrl-C, or the interrupt button when a notebook calls train() itself
-            self.reason = "interrupted"
-        except BaseException as e:
-            error = e
-        finally:
-            _signals.graceful, _signals.shielded = False, True
-            try:
-                error = self._finish(error)
-            finally:
-                _signals.shielded = False
-        if error is not None:
-            raise error
-        if stop_requested():
-            raise KeyboardInterrupt
-
-    def _finish(self, error):
-        if stop_requested():
-            self.reason = "interrupted" + (" (SIGTERM)" if _signals.received == signal.SIGTERM else "")
-        elif error is not None:
-            self.reason = "stopped by an error"
-        state, note = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}, ""
-        if self.snapshot and isinstance(error, Diverged) or not all_finite(state):
-            state, note = self.snapshot[1] if self.snapshot else None, (
-                f" (the weights of env step {self.snapshot[0]}, before the divergence)" if self.snapshot else "")
-        rms = self.obs_rms and {k: torch.tensor(np.asarray(getattr(self.obs_rms, k), np.float64)) for k in RMS_FIELDS}
-        try:
-            if state is None:
-                note = "model not saved: its weights are not finite and no earlier ones were kept"
-            else:
-                save_model(self.model_path, self.algo, self.args.env_id, self.model_kwargs, state,
-                           dataclasses.asdict(self.args), obs_rms=rms)
-        except OSError as e:
-            note, error = f"model not saved: {os_error(e, self.model_path)}", error or Failure(
-                f"cannot write the model: {os_error(e, self.model_path)}")
-        try:
-            self.writer.close()   # flushes the events first
-        except OSError as e:
-            error = error or Failure(f"cannot write the TensorBoard events: {os_error(e, self.dir)}")
-        mean = f"{np.mean(self.returns):.1f}" if self.returns else "n/a"
-        print(f"{self.reason} after {self.step} env steps, {self.episodes} episodes, {self.elapsed():.1f}s; "
-              f"mean return of the last {len(self.returns)} episodes: {mean}")
-        script = sys.argv[0] if sys.argv[0].endswith(".py") else f"{self.algo}.py"   # as the user typed it
-        watch = (f'main(["--load", "{self.dir}", "--render"])' if ipython()    # in a notebook
-                 else f"python {script} --load {self.dir} --render")
-        print(note if note.startswith("model not saved") else f"model saved to {self.model_path}{note}\n  "
-              f"watch it: {watch}")
-        return error
+def solved(log, args):
+    """The stopping rule: the last --return-window returns average --target-return or more (never with
+    --keep-training)."""
+    return (args.target_return is not None and not args.keep_training and len(log.returns) == args.return_window
+            and np.mean(log.returns) >= args.target_return)
 
 
 def make_run_dir(logdir, name):
@@ -438,10 +375,7 @@ def make_run_dir(logdir, name):
     raise Failure(f"cannot create a run folder in --logdir {logdir}: too many runs named {name}")
 
 
-def all_finite(state):
-    return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
-
-
+# --- The end of a run: the divergence guard, and model.pt whatever ended the training loop ------------------------
 def check_finite(update, step, **losses):
     """The divergence guard: stop at once when a loss is nan or inf, saying which loss and when."""
     for name, value in losses.items():
@@ -450,15 +384,58 @@ def check_finite(update, step, **losses):
                            "try a smaller learning rate, or check the env's rewards and observations")
 
 
+def all_finite(state):
+    return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def finish(log, step, model, model_kwargs, is_solved, **extra):
+    """Called in train()'s ``finally``, whatever ended the loop (the budget, solved, Ctrl-C/SIGTERM, an error), with
+    signals held: save model.pt (finite weights only; ``extra`` goes into it too), close TensorBoard, print the
+    summary and how to watch the model. After Ctrl-C/SIGTERM it raises KeyboardInterrupt: main() stops there."""
+    error = sys.exc_info()[1]
+    error = None if error is log.outer_error else error
+    with signals_held():
+        log.reason = reason = (f"solved (mean return >= {log.args.target_return:g})" if is_solved else
+                  "interrupted" + (" (SIGTERM)" if _signals.received == signal.SIGTERM else "")
+                  if stop_requested() or _signals.interrupted or isinstance(error, KeyboardInterrupt) else
+                  "stopped by an error" if error else "reached --total-timesteps")
+        state, problem = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, None
+        note = " (the weights of the last update before the divergence)" if isinstance(error, Diverged) else ""
+        try:
+            if not all_finite(state):
+                note = "model not saved: its weights are not finite"
+            else:
+                save_model(log.model_path, log.algo, log.args.env_id, model_kwargs, state,
+                           dataclasses.asdict(log.args), **extra)
+        except OSError as e:
+            note, problem = f"model not saved: {os_error(e, log.model_path)}", f"cannot write the model: {os_error(e)}"
+        try:
+            log.writer.close()   # flushes the events first
+        except OSError as e:
+            problem = problem or f"cannot write the TensorBoard events: {os_error(e, log.dir)}"
+        mean = f"{np.mean(log.returns):.1f}" if log.returns else "n/a"
+        print(f"{reason} after {step} env steps, {log.episodes} episodes, {time.time() - log.start:.1f}s; "
+              f"mean return of the last {len(log.returns)} episodes: {mean}")
+        script = sys.argv[0] if sys.argv[0].endswith(".py") else f"{log.algo}.py"   # as the user typed it
+        watch = (f'main(["--load", "{log.dir}", "--render"])' if ipython()    # in a notebook
+                 else f"python {script} --load {log.dir} --render")
+        print(note if note.startswith("model not saved") else f"model saved to {log.model_path}{note}\n  "
+              f"watch it: {watch}", flush=True)
+    if problem and error is None:
+        raise Failure(problem)
+    if stop_requested() and error is None:
+        raise KeyboardInterrupt
+
+
 # --- Saving, loading and evaluating a model -----------------------------------------------------------------------
-def save_model(path, algo, env_id, model_kwargs, state_dict, hyperparams=None, obs_rms=None):
+def save_model(path, algo, env_id, model_kwargs, state_dict, hyperparams=None, **extra):
     """Write ``path`` atomically: a crash, Ctrl-C or full disk never leaves a half-written model file."""
     hyperparams = {k: list(v) if isinstance(v, tuple) else v for k, v in (hyperparams or {}).items()}
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".model-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(dict(algo=algo, env_id=env_id, model_kwargs=model_kwargs, state_dict=state_dict,
-                            obs_rms=obs_rms, hyperparams=hyperparams), f)
+                            hyperparams=hyperparams, **extra), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -490,9 +467,8 @@ def load_model(path, algo, args=None):
 
 def evaluate(args, discrete, act, saved):
     """Play --eval-episodes with ``act(obs) -> action`` in the ``saved`` model's env (--render: a window, --video:
-    MP4 files), with its spaces checked and its frozen observation statistics; print each return and the mean."""
-    env = make_env(args.env_id, discrete, "human" if args.render else ("rgb_array" if args.video else None),
-                   obs_rms=saved.get("obs_rms"))
+    MP4 files), with its spaces checked; print each return and the mean."""
+    env = make_env(args.env_id, discrete, "human" if args.render else ("rgb_array" if args.video else None))
     kw, (obs_dim, n_act) = saved["model_kwargs"], spaces_of(env)
     if (kw["obs_dim"], kw.get("n_actions", kw.get("act_dim"))) != (obs_dim, n_act):
         env.close()
@@ -516,65 +492,3 @@ def evaluate(args, discrete, act, saved):
     print(f"mean return over {len(returns)} episodes: {np.mean(returns):.1f}" +
           (f"\nvideos written to {args.video}" if args.video else ""))
     return returns
-
-
-# --- Worker processes (a3c.py) ------------------------------------------------------------------------------------
-class Workers:
-    """a3c.py's worker processes ``target(rank, *args, stop, queue)``. They ignore Ctrl-C and SIGTERM (which reach
-    the whole process group): the main process stops them with ``stop``; an exception arrives as an "error" message."""
-
-    def __init__(self, ctx, n, target, args):
-        self.stop, self.queue = ctx.Event(), ctx.Queue()
-        old = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]
-        try:
-            self.procs = [ctx.Process(target=_worker_main, args=(target, rank, *args, self.stop, self.queue),
-                                      name=f"worker-{rank}", daemon=True) for rank in range(n)]
-            for p in self.procs:
-                p.start()
-        finally:
-            for s, handler in zip((signal.SIGINT, signal.SIGTERM), old):
-                signal.signal(s, handler)
-
-    def messages(self, timeout=0.0):
-        """The messages waiting (up to ``timeout`` s for the first); a worker gone silently (killed) is a Failure."""
-        msgs = []
-        with contextlib.suppress(queue_lib.Empty, OSError, ValueError, EOFError):
-            msgs.append(self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait())
-            while True:
-                msgs.append(self.queue.get_nowait())
-        dead = [(rank, p.exitcode) for rank, p in enumerate(self.procs) if p.exitcode is not None]
-        if dead and not self.stop.is_set() and not any(m[0] == "error" for m in msgs):
-            rank, code = dead[0]
-            raise Failure(f"worker {rank} died ({f'signal {-code}' if code < 0 else f'exit status {code}'})")
-        return msgs
-
-    def stop_all(self, timeout=5.0):
-        """Stop every worker (killed after ``timeout`` s); returns all messages: no finished episode is lost."""
-        self.stop.set()
-        msgs, deadline, _signals.shielded = [], time.monotonic() + timeout, True   # a 2nd Ctrl-C leaves no orphans
-        try:
-            while any(p.is_alive() for p in self.procs) and time.monotonic() < deadline:
-                msgs += self.messages()
-                multiprocessing.connection.wait([p.sentinel for p in self.procs if p.is_alive()], timeout=0.05)
-            for p in self.procs:
-                if p.is_alive():
-                    p.kill()
-                p.join()
-        finally:
-            _signals.shielded = False
-        return msgs + self.messages()
-
-
-def _worker_main(target, rank, *args):
-    stop, queue = args[-2:]
-    parent = multiprocessing.parent_process()     # never outlive a main process that was killed hard
-    threading.Thread(target=lambda: (parent.join(), stop.set()), daemon=True).start()
-    try:
-        target(rank, *args)
-    except BaseException as e:  # noqa: BLE001  (the main process reports it and exits non-zero)
-        stop.set()
-        queue.put(("error", rank, str(e) if isinstance(e, Failure) else f"{type(e).__name__}: {e}",
-                   traceback.format_exc(), isinstance(e, Diverged)))
-        queue.close()
-        queue.join_thread()
-        sys.exit(1)

@@ -17,15 +17,24 @@ For a batch (s, a, r, s', terminated) of B transitions from the replay buffer, w
 
 Shapes: s, s' (B, obs_dim); a (B, D); r, terminated, y, log π (B,); twin Q values (2, B).
 """
-import common  # first: Ctrl-C and SIGTERM stay quiet while torch loads
+import os
+import signal
+import sys
 
-import copy
-import math
-from dataclasses import dataclass
+if __name__ == "__main__" and "IPython" not in sys.modules:   # a script: Ctrl-C while torch loads leaves quietly
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, lambda signum, frame: os._exit(128 + signum))
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+import copy  # noqa: E402  (the slow imports come after the handlers)
+import math  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import common  # noqa: E402
 
 hp = common.hp
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0   # [softplus σ]
@@ -196,44 +205,62 @@ class SAC:
 
 def train(args):
     env = common.make_env(args.env_id, False)
-    common.default_target(args, env)    # Pendulum-v1: -200 over the last 10 episodes
+    if args.target_return is None and env.spec is not None and env.spec.id == "Pendulum-v1":   # no reward_threshold
+        args.target_return, args.return_window = -200.0, args.return_window or 10         # the post's rule
+    common.default_target(args, env)
     obs_dim, act_dim = common.spaces_of(env)
     agent = SAC(obs_dim, act_dim, env.action_space.low, env.action_space.high, args)
     memory = ReplayBuffer(args.buffer_size, obs_dim, act_dim)
-    log = common.RunLogger(args, "sac", agent.model_kwargs)
+    log = common.Logger(args, "sac")                # the run folder: config.json, TensorBoard, progress lines
 
     s, _ = env.reset(seed=args.seed)
     env.action_space.seed(args.seed)
-    step, updates, credit = 0, 0, 0.0
-    with log.training(agent.pi):
-        while step < args.total_timesteps and not log.done():
-            a = env.action_space.sample() if step < args.random_steps else agent.pi.act(s).cpu().numpy()
-            s_next, r, terminated, truncated, info = env.step(a)
-            memory.put(s, a, r * args.reward_scale, terminated, s_next)
-            s, step = s_next, step + 1
-            if terminated or truncated:
-                log.episode(info["episode"]["r"], info["episode"]["l"], step)
-                s, _ = env.reset()
-            log.step = step
-            if step >= args.learning_starts:
-                credit += args.utd_ratio                 # updates owed: utd_ratio per env step
-                while step % args.update_every == 0 and credit >= 1.0:
-                    losses = agent.train_net(memory.sample(args.batch_size, args.device))
-                    credit, updates = credit - 1.0, updates + 1
-                    common.check_finite(updates, step, **losses)
-                    if updates % 200 == 0:
-                        log.scalars({f"losses/{k}": v.item() for k, v in losses.items()}
-                                    | {"charts/updates_per_s": updates / log.elapsed()}, step)
-    env.close()
-    print(f"{updates} gradient updates, {updates / max(log.elapsed(), 1e-9):.0f} updates/s")
+    step, updates, credit, solved = 0, 0, 0.0, False
+    try:
+        with common.graceful_stop():                # Ctrl-C/SIGTERM: stop_requested() turns true, the loop ends
+            while step < args.total_timesteps and not solved and not common.stop_requested():
+                a = env.action_space.sample() if step < args.random_steps else agent.pi.act(s).cpu().numpy()
+                s_next, r, terminated, truncated, info = env.step(a)
+                memory.put(s, a, r * args.reward_scale, terminated, s_next)
+                s, step = s_next, step + 1
+                if terminated or truncated:
+                    log.episode(info["episode"]["r"], info["episode"]["l"], step)
+                    solved = common.solved(log, args)
+                    s, _ = env.reset()
+                if step >= args.learning_starts:
+                    credit += args.utd_ratio                 # updates owed: utd_ratio per env step
+                    while step % args.update_every == 0 and credit >= 1.0:
+                        losses = agent.train_net(memory.sample(args.batch_size, args.device))
+                        credit, updates = credit - 1.0, updates + 1
+                        common.check_finite(updates, step, **losses)
+                        if updates % 200 == 0:
+                            log.scalars({f"losses/{k}": v.item() for k, v in losses.items()}
+                                        | {"charts/updates_per_s": updates / (time.time() - log.start)}, step)
+    finally:                                        # whatever ended the loop, an error too: save model.pt
+        env.close()
+        print(f"{updates} gradient updates, {updates / max(time.time() - log.start, 1e-9):.0f} updates/s")
+        common.finish(log, step, agent.pi, agent.model_kwargs, solved)
     return agent, log
+
+
+def check_device(device):
+    """--device: cpu, or cuda where this torch build and machine have it; else one line."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise common.UsageError(f"--device: unknown device '{device}' (use cpu or cuda)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise common.UsageError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+                                f"cuda build: {torch.version.cuda}); use --device cpu")
 
 
 @common.command   # one-line errors, Ctrl-C saves: on the command line and in a notebook
 def main(argv=None):
     args = common.parse_args(Args, __doc__, argv)
-    common.prepare(args)          # seeds; --render/--video fail now, not after training
-    common.check_device(args.device)
+    common.prepare(args, discrete=False)   # seeds; --render/--video fail now, not after training
+    check_device(args.device)
     if not args.load:
         _, log = train(args)
         if not (args.render or args.video):

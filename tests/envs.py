@@ -56,6 +56,30 @@ class NoArgsEnv(CounterEnv):
         super().__init__(terminate_at=5)
 
 
+class ContextualBanditEnv(gym.Env):
+    """Each step shows one of 5 arms (one-hot); choosing that arm pays 1 at once, any other arm 0. An episode is 25
+    such rounds and then terminates. Random play scores 5 per episode, the best policy 25: no credit to carry over
+    time, only a reward to follow at once (where a large γ·V(s') or an entropy bonus can drown it)."""
+    observation_space = gym.spaces.Box(0.0, 1.0, (5,), np.float32)
+    action_space = gym.spaces.Discrete(5)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def _show(self):
+        self.arm = int(self.np_random.integers(5))
+        return np.eye(5, dtype=np.float32)[self.arm]
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._show(), {}
+
+    def step(self, action):
+        reward, self.t = float(action == self.arm), self.t + 1
+        return self._show(), reward, self.t == 25, False, {}
+
+
 gym.register("TestCounter-v0", entry_point=CounterEnv, max_episode_steps=3)
 gym.register("TestNanReward-v0", entry_point=NanRewardEnv, max_episode_steps=20)
 gym.register("TestNanRewardBox-v0", entry_point=NanRewardBoxEnv, max_episode_steps=20)
@@ -63,3 +87,4 @@ gym.register("TestCrash-v0", entry_point=CrashEnv, max_episode_steps=20)
 gym.register("TestNoArgs-v0", entry_point=NoArgsEnv, max_episode_steps=50)
 gym.register("TestFrozenLake-v0", entry_point="gymnasium.envs.toy_text.frozen_lake:FrozenLakeEnv",
              kwargs=dict(is_slippery=False), max_episode_steps=50)
+gym.register("ContextualBandit-v0", entry_point=ContextualBanditEnv)

@@ -201,7 +201,7 @@ def test_worker_processes_step_one_adam_state(monkeypatch):
             applied.value += 1
         return stats
     monkeypatch.setattr(a3c, "update_global", spy)
-    workers = common.Workers(ctx, 2, a3c.worker, (args, kwargs, global_model, optimizer, ctx.Value("q", 0)))
+    workers = a3c.Workers(ctx, 2, a3c.worker, (args, kwargs, global_model, optimizer, ctx.Value("q", 0)))
     msgs = []
     while not workers.stop.is_set():
         msgs += workers.messages(timeout=0.1)

@@ -2,6 +2,8 @@
 import glob
 import os
 import re
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -12,7 +14,7 @@ import torch.nn.functional as F
 
 import actor_critic as ac
 import common
-from conftest import assert_one_line_error, parse, run_script
+from conftest import ROOT, assert_one_line_error, parse, run_script
 from tests.envs import CounterEnv
 
 
@@ -235,15 +237,20 @@ def test_observation_statistics_are_saved_with_the_model_and_frozen_at_load(tmp_
     proc = run_script("actor_critic.py", "--norm-obs", "--total-timesteps", "4000", "--logdir", tmp_path)
     assert proc.returncode == 0, proc.stderr
     (run,) = glob.glob(os.path.join(tmp_path, "*"))
-    rms = common.load_model(run, "actor_critic")["obs_rms"]
+    saved = common.load_model(run, "actor_critic")
+    rms = saved["obs_rms"]
     assert rms["count"] > 4000 and rms["var"].shape == (4,) and not torch.allclose(rms["var"], torch.ones(4, dtype=torch.float64))
-    env, raw_env = common.make_env("CartPole-v1", True, obs_rms=rms), gym.make("CartPole-v1")
-    obs, raw = env.reset(seed=3)[0], raw_env.reset(seed=3)[0]
-    assert np.allclose(obs, (raw - rms["mean"].numpy()) / np.sqrt(rms["var"].numpy() + 1e-8), atol=1e-5)
-    env.step(0)
-    assert np.array_equal(env.obs_rms.mean, rms["mean"].numpy())   # frozen: evaluation does not move them
-    seen, real = [], common.make_env
-    monkeypatch.setattr(common, "make_env", lambda *a, **k: seen.append(k.get("obs_rms")) or real(*a, **k))
+    model = ac.ActorCritic(**saved["model_kwargs"])
+    model.load_state_dict(saved["state_dict"])
+    raw = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32) * 2
+    act = ac.greedy(model, rms)
+    with torch.no_grad():   # Gymnasium's NormalizeObservation: (obs − mean) / sqrt(var + 1e-8), the saved statistics
+        normalised = (raw - rms["mean"].numpy()) / np.sqrt(rms["var"].numpy() + 1e-8)
+        expected = model.pi(torch.tensor(normalised, dtype=torch.float32)).argmax(-1).tolist()
+    assert [act(o) for o in raw] == expected and len(set(expected)) == 2
+    assert [act(o) for o in raw] == expected      # frozen: evaluation does not move them
+    seen, real = [], ac.greedy
+    monkeypatch.setattr(ac, "greedy", lambda model, stats=None: seen.append(stats) or real(model, stats))
     ac.main(["--load", run, "--eval-episodes", "1"])
     assert torch.equal(seen[-1]["mean"], rms["mean"]) and torch.equal(seen[-1]["var"], rms["var"])
 
@@ -303,3 +310,29 @@ def test_video_without_moviepy_is_one_clear_line(tmp_path):
     (blocker / "__init__.py").write_text("raise ImportError('moviepy is not installed')\n")
     proc = run_script("actor_critic.py", "--video", tmp_path / "videos", env={"PYTHONPATH": str(tmp_path)})
     assert_one_line_error(proc, "--video needs moviepy")
+
+
+def test_video_of_an_env_that_takes_no_render_mode_is_one_line_before_training(tmp_path):
+    """A coursework env whose constructor takes no arguments cannot draw itself: said at once, not as a TypeError
+    traceback after training."""
+    proc = run_script("actor_critic.py", "--env-id", "tests.envs:TestNoArgs-v0", "--video", tmp_path / "videos",
+                      "--logdir", tmp_path / "runs")
+    assert_one_line_error(proc, "render_mode", "TestNoArgs-v0")
+    assert not os.path.exists(tmp_path / "runs")                     # nothing was trained
+    trained = run_script("actor_critic.py", "--env-id", "tests.envs:TestNoArgs-v0", "--total-timesteps", "500",
+                         "--logdir", tmp_path / "runs")
+    assert trained.returncode == 0, trained.stderr
+    (run,) = glob.glob(os.path.join(tmp_path, "runs", "*"))
+    assert_one_line_error(run_script("actor_critic.py", "--load", run, "--video", tmp_path / "videos"), "render_mode")
+
+
+def test_video_without_a_display_prints_no_sdl_complaint(tmp_path):
+    """No display, no XDG_RUNTIME_DIR (a server, CI, Docker): the MP4 is written and pygame says nothing about it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR",
+                                                            "SDL_VIDEODRIVER")}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "actor_critic.py"), "--total-timesteps", "800",
+                           "--video", str(tmp_path / "videos"), "--eval-episodes", "1", "--logdir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert glob.glob(str(tmp_path / "videos" / "*.mp4"))
+    assert "XDG_RUNTIME_DIR" not in proc.stdout + proc.stderr, proc.stderr

@@ -1,10 +1,13 @@
-"""common.py: atomic model files, loading errors, the run folder."""
+"""common.py: atomic model files, loading errors, the run folder, errors from threads."""
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import common
+from conftest import ROOT
 
 
 def test_save_model_is_atomic_and_loads_back(tmp_path):
@@ -42,3 +45,24 @@ def test_make_env_errors_are_usage_errors():
     env = common.make_env("CartPole-v1", True)
     assert env.action_space.n == 2
     env.close()
+
+
+THREAD_ERROR = """
+import sys, threading
+sys.path.insert(0, {root!r})
+import common
+def main(argv):   # a student's main with a thread of its own that fails
+    def work():
+        raise OSError(28, "No space left on device", "/data/results.npz")
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+common.run_cli(main, [])
+"""
+
+
+def test_an_os_error_in_a_thread_of_ones_own_is_not_silenced():
+    """run_cli keeps quiet only about TensorBoard's writer thread (whose OSError the writer reports again)."""
+    proc = subprocess.run([sys.executable, "-c", THREAD_ERROR.format(root=ROOT)], capture_output=True, text=True,
+                          timeout=60)
+    assert "No space left on device" in proc.stderr and "Traceback" in proc.stderr, proc.stderr

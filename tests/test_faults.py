@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 import torch
@@ -18,8 +19,8 @@ import a3c
 import actor_critic
 import common
 import sac
-from conftest import (ROOT, assert_no_process_left, assert_one_line_error, run_script, start_script,
-                      wait_for_training)
+from conftest import (ROOT, _as_from_a_terminal, assert_no_process_left, assert_one_line_error, run_script,
+                      start_script, wait_for_training)
 
 SCRIPTS = [("actor_critic.py", "actor_critic", []), ("a3c.py", "a3c", ["--num-workers", "2"]), ("sac.py", "sac", [])]
 MODULES = {"actor_critic.py": actor_critic, "a3c.py": a3c, "sac.py": sac}
@@ -62,6 +63,76 @@ def test_ctrl_c_while_starting_up_is_quiet(tmp_path, delay):
     os.killpg(proc.pid, signal.SIGINT)
     finish(proc, marker)
     assert proc.returncode == 130
+
+
+WHILE_STARTING_WORKERS = """
+import os, signal, sys, multiprocessing.context
+sys.path.insert(0, {root!r})
+import a3c, common
+real_start = multiprocessing.context.ForkProcess.start
+def start(self):          # a Ctrl-C that arrives exactly while the workers are being started
+    os.kill(os.getpid(), signal.SIGINT)
+    real_start(self)
+multiprocessing.context.ForkProcess.start = start
+common.run_cli(a3c.main, ["--num-workers", "2", "--start-method", "fork", "--total-timesteps", "30000",
+                          "--keep-training", "--logdir", {logdir!r}])
+"""
+
+
+def test_ctrl_c_while_the_workers_start_is_not_lost(tmp_path):
+    """The signal arrives inside Process.start: it must stop the run (130, model saved), not be dropped so that the
+    run trains to its end and exits 0."""
+    marker = uuid.uuid4().hex
+    proc = subprocess.run([sys.executable, "-c", WHILE_STARTING_WORKERS.format(root=ROOT, logdir=str(tmp_path))],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "A3C_TEST_MARKER": marker}, preexec_fn=_as_from_a_terminal)
+    assert_no_process_left(marker)
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr and "interrupted after" in proc.stdout
+    assert "after 30000 env steps" not in proc.stdout
+    saved_model(tmp_path, "a3c")
+
+
+A_PROGRAM_OF_ITS_OWN = """
+import signal, sys
+sys.path.insert(0, {root!r})
+import {module} as script
+assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "importing changed SIGINT"
+assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "importing changed SIGTERM"
+try:
+    script.train(script.Args(total_timesteps=10**8, keep_training=True, print_interval=2, logdir={logdir!r},
+                             **{extra}))
+except KeyboardInterrupt:
+    print("program: my own KeyboardInterrupt", flush=True)
+    raise
+finally:
+    print("program: my finally ran", flush=True)
+"""
+
+
+@pytest.mark.parametrize("script, algo, extra", [("actor_critic.py", "actor_critic", {}),
+                                                 ("a3c.py", "a3c", {"num_workers": 2}), ("sac.py", "sac", {})])
+def test_a_program_that_calls_train_keeps_its_own_ctrl_c(tmp_path, script, algo, extra):
+    """`from actor_critic import train` in a student's experiment.py: importing installs no handler, and Ctrl-C
+    during train() saves the model, then reaches the program as its own KeyboardInterrupt (its finally: runs)."""
+    marker = uuid.uuid4().hex
+    path = tmp_path / "experiment.py"
+    path.write_text(A_PROGRAM_OF_ITS_OWN.format(root=ROOT, module=algo, logdir=str(tmp_path / "runs"), extra=extra))
+    proc = subprocess.Popen([sys.executable, str(path)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "A3C_TEST_MARKER": marker}, start_new_session=True,
+                            preexec_fn=_as_from_a_terminal)
+    wait_for_training(proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert_no_process_left(marker)
+    assert "program: my own KeyboardInterrupt" in out and "program: my finally ran" in out, out + err
+    assert "interrupted after" in out and "model saved to" in out
+    assert proc.returncode in (-signal.SIGINT, 130), err      # the program ended as Ctrl-C ends a Python program
+    saved_model(tmp_path / "runs", algo)
 
 
 def test_a_second_ctrl_c_during_shutdown_loses_nothing(tmp_path):
