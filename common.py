@@ -277,9 +277,9 @@ def make_env(env_id, discrete, render_mode=None):
                else f"the action space {act}; this script needs a Discrete action space (sac.py: Box)"
                if discrete and not isinstance(act, gym.spaces.Discrete)
                else f"the action space {act}; SAC needs a continuous (Box) action space: a flat vector of actions "
-                    "with finite bounds (actor_critic.py, a3c.py: Discrete)"
-               if not discrete and not (isinstance(act, gym.spaces.Box) and len(act.shape) == 1
-                                        and np.isfinite(act.low).all() and np.isfinite(act.high).all()) else None)
+                    "with finite bounds, low < high (actor_critic.py, a3c.py: Discrete)"
+               if not discrete and not (isinstance(act, gym.spaces.Box) and len(act.shape) == 1 and np.isfinite(
+                   act.low).all() and np.isfinite(act.high).all() and (act.low < act.high).all()) else None)
     if problem:
         env.close()
         raise UsageError(f"{env_id} has {problem}")

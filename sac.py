@@ -1,10 +1,12 @@
 """Soft Actor-Critic for any Gymnasium env with a bounded Box action space (observations are flattened).
 
 The posts' minimalRL ``sac.py``, made correct for any action dimension and bounds, and fast on a CPU.
-Policy: u ~ N(μ(s), σ(s)²), a = bias + scale·tanh(u), elementwise, so a lies in the env's [low, high]
-(scale = (high − low)/2, bias = (high + low)/2). Change of variables, summed over the D action dims:
+Policy: u ~ N(μ(s), σ(s)²), a = tanh(u) in [-1, 1]^D; the env steps with bias + scale·a, which lies in its
+[low, high] (scale = (high − low)/2, bias = (high + low)/2). Log π, the critics, the replay buffer and the target
+entropy all work on a in [-1, 1], so that H̄ = −D means the same for every action box (as in SB3 and Spinning Up).
+Change of variables for tanh, summed over the D action dims:
 
-    log π(a|s) = Σ_i [ log N(u_i; μ_i, σ_i) − log(1 − tanh²(u_i)) − log scale_i ]
+    log π(a|s) = Σ_i [ log N(u_i; μ_i, σ_i) − log(1 − tanh²(u_i)) ]
     log(1 − tanh²(u)) = 2·(log 2 − u − softplus(−2u))                    (no log of ~0)
 
 For a batch (s, a, r, s', terminated) of B transitions from the replay buffer, with α = exp(log α):
@@ -66,7 +68,7 @@ class Args(common.RunArgs):
 
 
 class ReplayBuffer:
-    """Preallocated ring buffer of (s, a, r, terminated, s'): O(1) put, one indexed gather per field to sample."""
+    """Preallocated ring buffer of (s, a, r, terminated, s'), a in [-1, 1]: O(1) put, one gather per field to sample."""
 
     def __init__(self, capacity, obs_dim, act_dim):
         self.capacity, self.size, self.ptr = capacity, 0, 0
@@ -91,7 +93,7 @@ def mlp(sizes):
 
 
 class PolicyNet(nn.Module):
-    """Squashed Gaussian π(a|s) on the box [low, high] (see the module docstring)."""
+    """Squashed Gaussian π(a|s) on [-1, 1]^D, and the env's action bias + scale·a (see the module docstring)."""
 
     def __init__(self, obs_dim, act_dim, hidden, low, high):
         super().__init__()
@@ -99,24 +101,21 @@ class PolicyNet(nn.Module):
         low, high = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
         for name, x in dict(low=low, high=high, scale=(high - low) / 2, bias=(high + low) / 2).items():
             self.register_buffer(name, x)
-        # Σ_i log scale_i + D/2·log 2π + D·2·log 2: the constant part of −log π
-        self.register_buffer("log_const", (self.scale.log().sum() + act_dim * (0.5 * math.log(2 * math.pi)
-                                                                                + 2 * math.log(2))))
+        self.log_const = act_dim * (0.5 * math.log(2 * math.pi) + 2 * math.log(2))   # the constant part of −log π
 
     def forward(self, s):
-        """(B, obs_dim) -> a ~ π(·|s) (B, D) reparameterised, log π(a|s) (B,)."""
+        """(B, obs_dim) -> a ~ π(·|s) in [-1, 1] (B, D) reparameterised, log π(a|s) (B,)."""
         mu, log_std = self.net(s).chunk(2, dim=-1)
         log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         eps = torch.randn_like(mu)
         u = mu + log_std.exp() * eps                          # u ~ N(μ, σ²)
-        a = self.bias + self.scale * torch.tanh(u)
-        # log N(u; μ, σ) − log(1 − tanh² u) − log scale, with log(1 − tanh² u) = 2(log 2 − u − softplus(−2u))
+        # log N(u; μ, σ) − log(1 − tanh² u), with log(1 − tanh² u) = 2(log 2 − u − softplus(−2u))
         log_prob = (-0.5 * eps.square() - log_std + 2 * (u + F.softplus(-2 * u))).sum(-1) - self.log_const
-        return a, log_prob
+        return torch.tanh(u), log_prob
 
     @torch.no_grad()
     def act(self, s, deterministic=False):
-        """Action for the env: sampled, or the mean bias + scale·tanh(μ); clamped against float rounding."""
+        """Action for the env: bias + scale·tanh(u), u sampled or the mean μ; clamped against float rounding."""
         s = torch.as_tensor(s, dtype=torch.float32, device=self.low.device)      # a NumPy observation as well
         mu, log_std = self.net(s).chunk(2, dim=-1)
         u = mu if deterministic else mu + log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp() * torch.randn_like(mu)
@@ -210,6 +209,7 @@ def train(args):
     common.default_target(args, env)
     obs_dim, act_dim = common.spaces_of(env)
     agent = SAC(obs_dim, act_dim, env.action_space.low, env.action_space.high, args)
+    bias, scale = agent.pi.bias.cpu().numpy(), agent.pi.scale.cpu().numpy()
     memory = ReplayBuffer(args.buffer_size, obs_dim, act_dim)
     log = common.Logger(args, "sac")                # the run folder: config.json, TensorBoard, progress lines
 
@@ -221,7 +221,7 @@ def train(args):
             while step < args.total_timesteps and not solved and not common.stop_requested():
                 a = env.action_space.sample() if step < args.random_steps else agent.pi.act(s).cpu().numpy()
                 s_next, r, terminated, truncated, info = env.step(a)
-                memory.put(s, a, r * args.reward_scale, terminated, s_next)
+                memory.put(s, (a - bias) / scale, r * args.reward_scale, terminated, s_next)   # a in [-1, 1]
                 s, step = s_next, step + 1
                 if terminated or truncated:
                     log.episode(info["episode"]["r"], info["episode"]["l"], step)

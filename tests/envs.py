@@ -80,6 +80,24 @@ class ContextualBanditEnv(gym.Env):
         return self._show(), reward, self.t == 25, False, {}
 
 
+class TinyBoxEnv(gym.Env):
+    """A 2-D action box of ±0.05 per dimension; reward −Σ((a − a*)/0.05)², a* = (0.03, −0.02); 3 random observations."""
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Box(-0.05, 0.05, (2,), np.float32)
+    target = np.array([0.03, -0.02])
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.np_random.uniform(-1, 1, 3).astype(np.float32), {}
+
+    def step(self, action):
+        reward = -float(np.sum(((np.asarray(action) - self.target) / 0.05) ** 2))
+        return self.np_random.uniform(-1, 1, 3).astype(np.float32), reward, False, False, {}
+
+
 gym.register("TestCounter-v0", entry_point=CounterEnv, max_episode_steps=3)
 gym.register("TestNanReward-v0", entry_point=NanRewardEnv, max_episode_steps=20)
 gym.register("TestNanRewardBox-v0", entry_point=NanRewardBoxEnv, max_episode_steps=20)
@@ -88,3 +106,4 @@ gym.register("TestNoArgs-v0", entry_point=NoArgsEnv, max_episode_steps=50)
 gym.register("TestFrozenLake-v0", entry_point="gymnasium.envs.toy_text.frozen_lake:FrozenLakeEnv",
              kwargs=dict(is_slippery=False), max_episode_steps=50)
 gym.register("ContextualBandit-v0", entry_point=ContextualBanditEnv)
+gym.register("TinyBox-v0", entry_point=TinyBoxEnv, max_episode_steps=20)

@@ -22,6 +22,7 @@ def args_for(*argv):
 
 
 def test_log_prob_is_the_density_of_the_squashed_action():
+    """log π(a|s) of a = tanh(u) in [-1, 1], whatever the env's box (the bounds only scale the env's action)."""
     torch.manual_seed(0)
     pi = sac.PolicyNet(obs_dim=4, act_dim=3, hidden=[16], low=LOW, high=HIGH).double()
     s = torch.randn(64, 4, dtype=torch.float64) * 3
@@ -30,22 +31,39 @@ def test_log_prob_is_the_density_of_the_squashed_action():
     torch.manual_seed(1)
     eps = torch.randn(64, 3, dtype=torch.float64)      # the same noise the forward pass drew
 
-    # Independently: u ~ N(μ, σ²) with torch.distributions, a = f(u), log π(a) = log N(u) − log|det ∂f/∂u|.
+    # Independently: u ~ N(μ, σ²) with torch.distributions, a = tanh(u), log π(a) = log N(u) − log|det ∂a/∂u|.
     mu, log_std = pi.net(s).chunk(2, dim=-1)
     std = log_std.clamp(sac.LOG_STD_MIN, sac.LOG_STD_MAX).exp()
     u = mu + std * eps
-    low, high = torch.tensor(LOW, dtype=torch.float64), torch.tensor(HIGH, dtype=torch.float64)
-
-    def f(x):
-        return low + (high - low) * (torch.tanh(x) + 1) / 2
-
     expected = []
     for i in range(64):
-        jac = torch.autograd.functional.jacobian(f, u[i].detach())
+        jac = torch.autograd.functional.jacobian(torch.tanh, u[i].detach())
         log_det = torch.linalg.slogdet(jac).logabsdet
         expected.append(torch.distributions.Normal(mu[i], std[i]).log_prob(u[i]).sum() - log_det)
-    torch.testing.assert_close(a, f(u))
-    torch.testing.assert_close(log_prob, torch.stack(expected), rtol=1e-6, atol=1e-6)   # log_const is float32
+    torch.testing.assert_close(a, torch.tanh(u))
+    torch.testing.assert_close(log_prob, torch.stack(expected), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("low, high", [([-2.0], [2.0]), ([0.1], [0.7]), ([-0.05], [0.05])])
+def test_the_density_of_sampled_actions_matches_exp_log_prob(low, high):
+    """Monte Carlo: a histogram of 400k sampled actions against exp(log π(a|s)) in each bin. On every box, a is the
+    squashed action in [-1, 1] and log π its density there (the env's scale and bias are not part of it)."""
+    torch.manual_seed(0)
+    pi = sac.PolicyNet(obs_dim=1, act_dim=1, hidden=[4], low=low, high=high).double()
+    with torch.no_grad():
+        pi.net[-1].weight.zero_()
+        pi.net[-1].bias.copy_(torch.tensor([0.4, math.log(0.8)], dtype=torch.float64))   # μ = 0.4, σ = 0.8
+        a, log_prob = pi(torch.zeros(400_000, 1, dtype=torch.float64))
+    assert (a.abs() <= 1).all()
+    edges = torch.linspace(-1, 1, 41, dtype=torch.float64)
+    bins = torch.bucketize(a[:, 0], edges[1:-1])
+    counts = torch.bincount(bins, minlength=40).double()
+    histogram = counts / (len(a) * (edges[1] - edges[0]))                # the sampled density per bin
+    density = torch.zeros(40, dtype=torch.float64).index_add_(0, bins, log_prob.exp()) / counts.clamp(min=1)
+    inner = counts > 2000                  # bins with enough samples, away from ±1 where the density is steepest
+    inner[:2] = inner[-2:] = False
+    assert inner.sum() >= 30
+    torch.testing.assert_close(histogram[inner], density[inner], rtol=0.05, atol=0.0)
 
 
 def test_log_prob_is_finite_when_tanh_saturates():
@@ -68,9 +86,8 @@ def test_sampled_actions_lie_inside_the_bounds(low, high):
     for a in (pi.act(s), pi.act(s, deterministic=True), pi.act(s[0])):
         assert ((a >= lo) & (a <= hi)).all()
     assert (pi.act(s) == hi).any() and (pi.act(s) == lo).any()
-    if low == LOW:                                      # bounds exact in float32: the training path too
-        a, _ = pi(s)
-        assert ((a >= lo) & (a <= hi)).all()
+    a, _ = pi(s)                                        # the training path: a in [-1, 1]
+    assert (a.abs() <= 1).all() and (a.abs() == 1).any()
 
 
 def test_td_target_bootstraps_truncated_but_not_terminated_transitions():
@@ -267,3 +284,17 @@ def test_same_seed_gives_identical_returns(tmp_path):
         _, log = sac.train(args)
         runs.append(list(log.returns))
     assert len(runs[0]) == 6 and runs[0] == runs[1]
+
+
+def test_a_tiny_action_box_keeps_alpha_bounded_and_learns(tmp_path):
+    """A box of ±0.05 per dimension (joint velocities, small torques): measured in the env's units its entropy could
+    never reach −dim(A), α would grow without bound and drown the reward. On [-1, 1] it stays bounded and the mean
+    action finds a* = (0.03, −0.02)."""
+    args = args_for("--env-id", "tests.envs:TinyBox-v0", "--total-timesteps", "3000", "--learning-starts", "300",
+                    "--random-steps", "300", "--gamma", "0", "--logdir", str(tmp_path))
+    common.seed_everything(args.seed)
+    agent, log = sac.train(args)
+    assert agent.log_alpha.exp().item() < 0.2                       # it started at 0.1
+    mean_action = agent.pi.act(torch.zeros(3), deterministic=True).numpy()
+    np.testing.assert_allclose(mean_action, [0.03, -0.02], atol=0.006)
+    assert np.mean(list(log.returns)[-10:]) > -5                    # random play: about −27 per episode
