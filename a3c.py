@@ -6,7 +6,11 @@ ends) and compute for each step t of that rollout of length n the n-step TD targ
 
     R = 0 if the rollout ended by termination, else V(s_n)     (a truncated end bootstraps from its real last s')
     y_t = r_t + γ·y_{t+1}  (y_n = R)        advantage A_t = y_t − V(s_t), a constant (detached)
-    loss L = mean_t[ −log π(a_t|s_t)·A_t ] + smooth_l1(V(s_t), y_t) − β·mean_t H[π(·|s_t)]
+    loss L = (1/t_max)·Σ_t [ −log π(a_t|s_t)·A_t + smooth_l1(V(s_t), y_t) − β·H[π(·|s_t)] ]
+
+Every env step weighs the same, 1/t_max, whatever the rollout's length n ≤ t_max: a 1-step stub at an episode's end
+moves the weights a twentieth as much as a full rollout (the posts' mean over n would move them as much; the paper
+sums the steps, which is this times t_max).
 
 Each worker writes dL/dθ_local into the global model's gradients, takes one step of an Adam whose moments all
 workers share, and copies the global weights back. Nobody waits for anybody: that is the "asynchronous".
@@ -47,8 +51,8 @@ class Args(common.RunArgs):
     """Hyperparameters, each with its default, the posts' value and its range (README: why they differ)."""
     env_id: str = "CartPole-v1"
     total_timesteps: int = 1_000_000
-    num_workers: int = hp(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-                          "training processes (one per usable CPU core)", post="cpu_count()", range="(0, inf)")
+    num_workers: int = hp(2, "training processes; the same on every machine (more are a different algorithm: "
+                             "more, staler updates at once)", post="cpu_count()", range="(0, inf)")
     learning_rate: float = hp(1e-3, "Adam step size of the shared optimizer", post=2e-4, range="(0, inf)")
     anneal_lr: bool = hp(True, "decay the learning rate linearly to 0 over --total-timesteps", post=False)
     update_interval: int = hp(20, "steps per rollout before a worker updates the global model (t_max)", post=5,
@@ -57,6 +61,8 @@ class Args(common.RunArgs):
     hidden: int = hp(256, "units in the hidden layer", post=256, range="(0, inf)")
     reward_scale: float = hp(0.01, "rewards are multiplied by this for training", post="r/100", range="(0, inf)")
     ent_coef: float = hp(0.0, "entropy bonus β", post=0.0, range="[0, inf)")
+    max_grad_norm: float = hp(0.0, "clip each update's gradient norm to this (0: no clipping)", post=0.0,
+                              range="[0, inf)")
     start_method: str = hp("fork" if sys.platform.startswith("linux") else "spawn",   # fork: 0.3 s, spawn: 2-5 s
                            "how worker processes start (spawn: portable; fork: fastest, Unix only)",
                            post="Python's default", choices=("spawn", "fork", "forkserver"))
@@ -88,15 +94,17 @@ def n_step_targets(rewards, bootstrap_value, terminated, gamma):
     return torch.tensor(out, dtype=torch.float32)
 
 
-def a3c_loss(model, s, a, rewards, terminated, gamma, ent_coef=0.0):
-    """Loss of one rollout; ``s`` (n+1, obs_dim) ends with the bootstrap state. -> (loss, policy, value, entropy)."""
+def a3c_loss(model, s, a, rewards, terminated, gamma, ent_coef=0.0, t_max=None):
+    """Loss of one rollout of n steps, each weighing 1/t_max (default n: the mean); ``s`` (n+1, obs_dim) ends with
+    the bootstrap state. -> (loss, policy, value, entropy), each a sum over the steps / t_max."""
     n = len(rewards)
     logits, v = model(s)
     y = n_step_targets(rewards, v[n].item(), terminated, gamma)
     v, log_pi = v[:n], F.log_softmax(logits[:n], dim=-1)
-    policy_loss = -(log_pi.gather(1, a.unsqueeze(1)).squeeze(1) * (y - v).detach()).mean()   # A = y − V(s): constant
-    value_loss = F.smooth_l1_loss(v, y)
-    entropy = -(log_pi.exp() * log_pi).sum(-1).mean()
+    policy_loss = -(log_pi.gather(1, a.unsqueeze(1)).squeeze(1) * (y - v).detach()).sum()   # A = y − V(s): constant
+    value_loss = F.smooth_l1_loss(v, y, reduction="sum")
+    entropy = -(log_pi.exp() * log_pi).sum()
+    policy_loss, value_loss, entropy = (x / (t_max or n) for x in (policy_loss, value_loss, entropy))
     return policy_loss + value_loss - ent_coef * entropy, policy_loss.detach(), value_loss.detach(), entropy.detach()
 
 
@@ -125,11 +133,13 @@ def update_global(local_model, global_model, optimizer, s, a, rewards, terminate
     """Local gradient -> global model, shared Adam step, global weights -> local model. The posts'
     ``global_param._grad = local_param.grad`` breaks on PyTorch 2 (``zero_grad()`` sets grads to None: both alias one
     tensor that is never zeroed again and sums every gradient so far); ``torch.autograd.grad``'s are fresh."""
-    loss, *stats = a3c_loss(local_model, s, a, rewards, terminated, args.gamma, args.ent_coef)
+    loss, *stats = a3c_loss(local_model, s, a, rewards, terminated, args.gamma, args.ent_coef, args.update_interval)
     if not torch.isfinite(loss):  # a nan/inf loss never reaches the global model: the worker stops (check_finite)
         return stats
     for p, g in zip(global_model.parameters(), torch.autograd.grad(loss, list(local_model.parameters()))):
-        p.grad = g
+        p.grad = g                    # this process's own .grad of the shared weights
+    if args.max_grad_norm:
+        nn.utils.clip_grad_norm_(global_model.parameters(), args.max_grad_norm)
     optimizer.step()
     for p_local, p in zip(local_model.parameters(), global_model.parameters()):
         p_local.detach().copy_(p)     # in place, so sample_action's NumPy views follow (2x faster than load_state_dict)
@@ -271,6 +281,7 @@ def train(args):
     optimizer = SharedAdam(global_model.parameters(), lr=args.learning_rate, lock=ctx.Lock())
     counter = ctx.Value("q", 0)
     log = common.Logger(args, "a3c")                # the run folder: config.json, TensorBoard, progress lines
+    print(f"{args.num_workers} worker processes (--num-workers), started with {args.start_method}")
 
     def handle(msgs):   # the main process only logs what the workers report; -> solved
         for kind, rank, *data in msgs:

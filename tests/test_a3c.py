@@ -50,6 +50,42 @@ def test_loss_bootstraps_from_the_last_state_of_the_rollout():
         assert vl.item() == pytest.approx(F.smooth_l1_loss(v[:3], y).item(), rel=1e-5)
 
 
+def test_every_env_step_weighs_one_over_t_max_whatever_the_rollouts_length():
+    """Per step: ℓ_t = −log π(a_t|s_t)·A_t + smooth_l1(V(s_t), y_t) − β·H_t. A rollout of n steps has loss Σ_t ℓ_t / t_max:
+    a 1-step stub at an episode's end counts 1/20 of a full 20-step rollout's mean, not as much as all of it."""
+    torch.manual_seed(0)
+    model = ActorCritic(4, 2, hidden=8)
+    s, a, r = torch.randn(21, 4), torch.randint(0, 2, (20,)), [0.01 * (i % 3) for i in range(20)]
+    with torch.no_grad():
+        logits, v = model(s)
+        y = a3c.n_step_targets(r, v[20], False, 0.9)
+        log_pi = F.log_softmax(logits[:20], -1)
+        per_step = (-log_pi[torch.arange(20), a] * (y - v[:20]) + F.smooth_l1_loss(v[:20], y, reduction="none")
+                    - 0.05 * -(log_pi.exp() * log_pi).sum(-1))
+    full, *_ = a3c.a3c_loss(model, s, a, r, False, 0.9, ent_coef=0.05, t_max=20)
+    assert full.item() == pytest.approx(per_step.mean().item(), rel=1e-5)       # a full rollout: the mean
+    stub_s = torch.stack([s[0], s[1]])                                          # one step, bootstrapping from s_1
+    stub, *_ = a3c.a3c_loss(model, stub_s, a[:1], r[:1], False, 0.9, ent_coef=0.05, t_max=20)
+    with torch.no_grad():
+        y0 = r[0] + 0.9 * v[1]
+        l0 = (-log_pi[0, a[0]] * (y0 - v[0]) + F.smooth_l1_loss(v[0], y0) + 0.05 * (log_pi[0].exp() * log_pi[0]).sum())
+    assert stub.item() == pytest.approx(l0.item() / 20, rel=1e-5)
+
+
+def test_gradient_clipping_bounds_what_a_worker_pushes():
+    torch.manual_seed(0)
+    global_model, local_model = ActorCritic(4, 2, hidden=16).share_memory(), ActorCritic(4, 2, hidden=16)
+    pull_weights(local_model, global_model)
+    s, a, r = rollout()
+    opt = torch.optim.SGD(global_model.parameters(), lr=0.0)
+    a3c.update_global(local_model, global_model, opt, s, a, [100.0] * 5, False, ARGS)
+    unclipped = torch.cat([p.grad.flatten() for p in global_model.parameters()]).norm()
+    a3c.update_global(local_model, global_model, opt, s, a, [100.0] * 5, False,
+                      SimpleNamespace(**{**vars(ARGS), "max_grad_norm": 0.5}))
+    clipped = torch.cat([p.grad.flatten() for p in global_model.parameters()]).norm()
+    assert unclipped > 1.0 and clipped.item() == pytest.approx(0.5, rel=1e-4)
+
+
 def test_numpy_sampling_follows_the_torch_policy():
     torch.manual_seed(0)
     model = ActorCritic(4, 3, hidden=16)
@@ -68,7 +104,7 @@ def test_numpy_sampling_follows_the_torch_policy():
 
 
 # ------------------------------------------------------------------------------ one gradient per update
-ARGS = SimpleNamespace(gamma=0.99, ent_coef=0.0)
+ARGS = SimpleNamespace(gamma=0.99, ent_coef=0.0, update_interval=5, max_grad_norm=0.0)
 
 
 def pull_weights(local_model, global_model):
@@ -224,7 +260,7 @@ def test_the_advantage_is_a_constant_for_the_policy_loss(monkeypatch):
     torch.manual_seed(0)
     model = ActorCritic(4, 2, hidden=8)
     s, a, r = rollout()
-    monkeypatch.setattr(a3c.F, "smooth_l1_loss", lambda v, y: (v * 0).sum())   # keep only the policy loss
+    monkeypatch.setattr(a3c.F, "smooth_l1_loss", lambda v, y, **kw: (v * 0).sum())   # keep only the policy loss
     loss, *_ = a3c.a3c_loss(model, s, a, r, False, 0.9)
     loss.backward()
     assert model.fc_pi.weight.grad.abs().sum() > 0
