@@ -38,8 +38,8 @@ class Args(common.RunArgs):
     env_id: str = "CartPole-v1"
     total_timesteps: int = 500_000
     learning_rate: float = hp(1e-3, "Adam step size", post=2e-4, range="(0, inf)")
-    anneal_lr: bool = hp(True, "decay the learning rate linearly to 0 over --total-timesteps", post=False)
-    gamma: float = hp(0.99, "discount γ", post=0.98, range="[0, 1]")
+    anneal_lr: bool = hp(False, "decay the learning rate linearly to 0 over --total-timesteps", post=False)
+    gamma: float = hp(0.995, "discount γ", post=0.98, range="[0, 1]")
     gae_lambda: float = hp(0.95, "GAE λ: 0 is the post's one-step TD error, 1 the n-step return", post=0.0,
                            range="[0, 1]")
     n_rollout: int = hp(10, "steps per env between updates", post=10, range="(0, inf)")
@@ -48,8 +48,9 @@ class Args(common.RunArgs):
     reward_scale: float = hp(0.01, "rewards are multiplied by this for training", post="r/100", range="(0, inf)")
     norm_obs: bool = hp(False, "normalise observations by running mean and std (saved with the model)", post=False)
     norm_adv: bool = hp(False, "normalise the advantages of each rollout to mean 0, std 1", post=False)
-    ent_coef: float = hp(0.0, "entropy bonus c_H", post=0.0, range="[0, inf)")
-    max_grad_norm: float = hp(0.0, "clip the gradient norm to this (0: no clipping)", post=0.0, range="[0, inf)")
+    ent_coef: float = hp(1e-4, "entropy bonus c_H, next to the scaled rewards (1e-4 with --reward-scale 0.01 "
+                               "weighs as 0.01 would on raw rewards)", post=0.0, range="[0, inf)")
+    max_grad_norm: float = hp(0.5, "clip the gradient norm to this (0: no clipping)", post=0.0, range="[0, inf)")
     separate_networks: bool = hp(False, "separate policy and value networks, MSE critic loss (posts 001, 003)",
                                  post=False)
 

@@ -1,9 +1,5 @@
 """What actor_critic.py, a3c.py and sac.py all use (copy it next to the script you use); no algorithm lives here.
-
-Sections: errors; Ctrl-C and SIGTERM; running ``main`` on the command line or in a notebook; the command line from
-a script's ``Args``; environments; the run folder and its logger; the end of a run (saving model.pt); loading and
-evaluating a saved model. Importing it changes nothing in the importing program (no signal handler, no output).
-"""
+Importing it changes nothing in the importing program: no signal handler, no output."""
 import argparse
 import collections
 import contextlib
@@ -392,8 +388,7 @@ def finish(log, step, model, model_kwargs, is_solved, **extra):
     """Called in train()'s ``finally``, whatever ended the loop (the budget, solved, Ctrl-C/SIGTERM, an error), with
     signals held: save model.pt (finite weights only; ``extra`` goes into it too), close TensorBoard, print the
     summary and how to watch the model. After Ctrl-C/SIGTERM it raises KeyboardInterrupt: main() stops there."""
-    error = sys.exc_info()[1]
-    error = None if error is log.outer_error else error
+    error = sys.exc_info()[1] if sys.exc_info()[1] is not log.outer_error else None   # what ends train(), if any
     with signals_held():
         log.reason = reason = (f"solved (mean return >= {log.args.target_return:g})" if is_solved else
                   "interrupted" + (" (SIGTERM)" if _signals.received == signal.SIGTERM else "")
@@ -469,12 +464,12 @@ def evaluate(args, discrete, act, saved):
     """Play --eval-episodes with ``act(obs) -> action`` in the ``saved`` model's env (--render: a window, --video:
     MP4 files), with its spaces checked; print each return and the mean."""
     env = make_env(args.env_id, discrete, "human" if args.render else ("rgb_array" if args.video else None))
-    kw, (obs_dim, n_act) = saved["model_kwargs"], spaces_of(env)
-    if (kw["obs_dim"], kw.get("n_actions", kw.get("act_dim"))) != (obs_dim, n_act):
+    kw, spaces = saved["model_kwargs"], spaces_of(env)
+    if (trained := (kw["obs_dim"], kw.get("n_actions", kw.get("act_dim")))) != spaces:
         env.close()
-        raise UsageError(f"the model was trained on {kw['obs_dim']} observation values and "
-                         f"{kw.get('n_actions', kw.get('act_dim'))} {'actions' if discrete else 'action dimensions'}"
-                         f", but {args.env_id} has {obs_dim} and {n_act}")
+        raise UsageError(f"the model was trained on {trained[0]} observation values and {trained[1]} "
+                         f"{'actions' if discrete else 'action dimensions'}, but {args.env_id} has {spaces[0]} and "
+                         f"{spaces[1]}")
     if args.video:
         env = gym.wrappers.RecordVideo(env, args.video, episode_trigger=lambda _: True, disable_logger=True)
     returns = []

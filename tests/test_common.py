@@ -66,3 +66,19 @@ def test_an_os_error_in_a_thread_of_ones_own_is_not_silenced():
     proc = subprocess.run([sys.executable, "-c", THREAD_ERROR.format(root=ROOT)], capture_output=True, text=True,
                           timeout=60)
     assert "No space left on device" in proc.stderr and "Traceback" in proc.stderr, proc.stderr
+
+
+def test_help_prints_a_default_of_zero_and_leaves_out_none_and_off(capsys):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Args(common.RunArgs):
+        env_id: str = "CartPole-v1"
+        coef: float = common.hp(0.0, "a coefficient", post=0.5)
+
+    with pytest.raises(SystemExit):
+        common.parse_args(Args, "", ["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "a coefficient (default: 0.0; post: 0.5)" in out          # 0 is a default, not "none"
+    assert "--load LOAD evaluate a saved model.pt (or its run folder) instead of training --" in out   # no default
+    assert "--render watch evaluation episodes in a window (after training, or with --load) --" in out
