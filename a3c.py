@@ -54,14 +54,15 @@ class Args(common.RunArgs):
     num_workers: int = hp(2, "training processes; the same on every machine (more are a different algorithm: "
                              "more, staler updates at once)", post="cpu_count()", range="(0, inf)")
     learning_rate: float = hp(1e-3, "Adam step size of the shared optimizer", post=2e-4, range="(0, inf)")
-    anneal_lr: bool = hp(True, "decay the learning rate linearly to 0 over --total-timesteps", post=False)
+    anneal_lr: bool = hp(False, "decay the learning rate linearly to 0 over --total-timesteps", post=False)
     update_interval: int = hp(20, "steps per rollout before a worker updates the global model (t_max)", post=5,
                               range="(0, inf)")
     gamma: float = hp(0.99, "discount γ", post=0.98, range="[0, 1]")
     hidden: int = hp(256, "units in the hidden layer", post=256, range="(0, inf)")
     reward_scale: float = hp(0.01, "rewards are multiplied by this for training", post="r/100", range="(0, inf)")
-    ent_coef: float = hp(0.0, "entropy bonus β", post=0.0, range="[0, inf)")
-    max_grad_norm: float = hp(0.0, "clip each update's gradient norm to this (0: no clipping)", post=0.0,
+    ent_coef: float = hp(1e-4, "entropy bonus β, next to the scaled rewards (1e-4 with --reward-scale 0.01 "
+                               "weighs as 0.01 would on raw rewards)", post=0.0, range="[0, inf)")
+    max_grad_norm: float = hp(0.5, "clip each update's gradient norm to this (0: no clipping)", post=0.0,
                               range="[0, inf)")
     start_method: str = hp("fork" if sys.platform.startswith("linux") else "spawn",   # fork: 0.3 s, spawn: 2-5 s
                            "how worker processes start (spawn: portable; fork: fastest, Unix only)",

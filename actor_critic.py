@@ -39,7 +39,7 @@ class Args(common.RunArgs):
     total_timesteps: int = 500_000
     learning_rate: float = hp(1e-3, "Adam step size", post=2e-4, range="(0, inf)")
     anneal_lr: bool = hp(False, "decay the learning rate linearly to 0 over --total-timesteps", post=False)
-    gamma: float = hp(0.995, "discount γ", post=0.98, range="[0, 1]")
+    gamma: float = hp(0.99, "discount γ", post=0.98, range="[0, 1]")
     gae_lambda: float = hp(0.95, "GAE λ: 0 is the post's one-step TD error, 1 the n-step return", post=0.0,
                            range="[0, 1]")
     n_rollout: int = hp(10, "steps per env between updates", post=10, range="(0, inf)")
